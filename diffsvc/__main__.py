@@ -1,0 +1,3 @@
+from diffsvc.cli.main import main
+
+raise SystemExit(main())

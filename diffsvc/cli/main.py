@@ -1,0 +1,72 @@
+"""The `diffsvc` command: one module per subcommand; user-facing errors are printed here only."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from diffsvc import __version__
+from diffsvc.errors import DiffSvcError
+
+# subcommand -> (module, one-line help). Modules are imported only when their command runs,
+# so `diffsvc --help` stays fast.
+COMMANDS = {
+    "preprocess": ("diffsvc.cli.preprocess", "slice a folder of recordings into training data and cache f0"),
+    "train": ("diffsvc.cli.train", "train (or resume) a project on prepared data"),
+    "infer": ("diffsvc.cli.infer", "convert songs with a trained project"),
+    "models": ("diffsvc.cli.models", "list the pretrained weights in models/ and check that they load"),
+    "demo": ("diffsvc.cli.demo", "the whole pipeline offline on a generated corpus (no downloads)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="diffsvc",
+        description="Singing voice conversion with Diff-SVC: preprocess, train, infer.",
+    )
+    parser.add_argument("--version", action="version", version=f"diffsvc {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        # Each module adds its own arguments lazily through `add_arguments`.
+        p.set_defaults(_name=name)
+    return parser
+
+
+def _parser_with_arguments(argv: list[str]) -> argparse.ArgumentParser:
+    """Build the parser; load the arguments of the one subcommand named in argv (or all for help)."""
+    parser = build_parser()
+    sub_action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    wanted = [a for a in argv if a in COMMANDS][:1] or []
+    for name in wanted:
+        module = importlib.import_module(COMMANDS[name][0])
+        module.add_arguments(sub_action.choices[name])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser_with_arguments(argv)
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(args._module)
+    try:
+        return int(module.run(args) or 0)
+    except DiffSvcError as e:
+        print(f"diffsvc {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"diffsvc {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print(f"diffsvc {args.command}: error: out of memory; try a smaller batch or shorter input",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
