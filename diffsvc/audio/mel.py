@@ -1,0 +1,88 @@
+"""The mel spectrogram exactly as NSF-HiFiGAN (and so Diff-SVC) computes it.
+
+reflect pad (n_fft - hop)/2 each side -> STFT(center=False, periodic hann) ->
+sqrt(re^2 + im^2 + 1e-9) -> librosa slaney mel basis -> ln(clamp(1e-5)).
+Diff-SVC stores the result in log10 by multiplying with 0.434294 (not exactly 1/ln 10), and the
+vocoder gets the log10 mel back multiplied by 2.30259: both constants are kept as the original
+has them, because trained checkpoints learned those numbers.
+
+torchaudio's MelSpectrogram pads differently (center=True) and has no 1e-9 inside the square
+root, so the STFT is called directly and the filterbank comes from librosa (the original's).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+LN_TO_LOG10 = 0.434294  # the original's constant, not 1/ln(10)
+LOG10_TO_LN = 2.30259  # the original's constant, not ln(10)
+CLAMP = 1e-5
+MAG_EPS = 1e-9
+
+
+@functools.lru_cache(maxsize=8)
+def mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """librosa's slaney mel filterbank [n_mels, n_fft//2 + 1], float32."""
+    import librosa
+
+    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax).astype(np.float32)
+
+
+class MelExtractor:
+    """Waveform at `sample_rate` -> mel [.., T, n_mels] with T = N // hop."""
+
+    def __init__(self, sample_rate: int = 44100, n_fft: int = 2048, win_size: int = 2048, hop_size: int = 512,
+                 n_mels: int = 128, fmin: float = 40.0, fmax: float = 16000.0):
+        self.sample_rate = sample_rate
+        self.n_fft = n_fft
+        self.win_size = win_size
+        self.hop_size = hop_size
+        self.n_mels = n_mels
+        self.fmin = fmin
+        self.fmax = fmax
+        self._basis = torch.from_numpy(mel_basis(sample_rate, n_fft, n_mels, float(fmin), float(fmax)))
+        self._window = torch.hann_window(win_size)
+
+    @classmethod
+    def from_config(cls, config) -> "MelExtractor":
+        return cls(config.audio_sample_rate, config.fft_size, config.win_size, config.hop_size,
+                   config.audio_num_mel_bins, config.fmin, config.fmax)
+
+    @property
+    def pad(self) -> int:
+        return (self.n_fft - self.hop_size) // 2
+
+    def num_frames(self, num_samples: int) -> int:
+        return (num_samples + 2 * self.pad - self.n_fft) // self.hop_size + 1
+
+    @torch.no_grad()
+    def ln_mel(self, wav: torch.Tensor) -> torch.Tensor:
+        """Natural-log mel [B, n_mels, T] of wav [B, N] or [N] (float32)."""
+        wav = torch.as_tensor(wav, dtype=torch.float32)
+        squeeze = wav.dim() == 1
+        if squeeze:
+            wav = wav[None]
+        device = wav.device
+        padded = torch.nn.functional.pad(wav[:, None], (self.pad, self.pad), mode="reflect")[:, 0]
+        spec = torch.stft(padded, self.n_fft, hop_length=self.hop_size, win_length=self.win_size,
+                          window=self._window.to(device), center=False, normalized=False, onesided=True,
+                          return_complex=True)
+        magnitude = torch.sqrt(spec.real.pow(2) + spec.imag.pow(2) + MAG_EPS)
+        mel = torch.matmul(self._basis.to(device), magnitude)
+        mel = torch.log(torch.clamp(mel, min=CLAMP))
+        return mel[0] if squeeze else mel
+
+    def __call__(self, wav) -> torch.Tensor:
+        """log10 mel as Diff-SVC stores it: [T, n_mels] for [N], [B, T, n_mels] for [B, N]."""
+        return self.ln_mel(wav).transpose(-1, -2) * LN_TO_LOG10
+
+    def numpy(self, wav: np.ndarray) -> np.ndarray:
+        return self(torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))).numpy()
+
+
+def log10_to_ln(mel_log10: torch.Tensor) -> torch.Tensor:
+    """Diff-SVC's log10 mel -> the natural-log mel the vocoder was trained on."""
+    return mel_log10 * LOG10_TO_LN

@@ -1,0 +1,71 @@
+"""The conditioning embedding: content units spread over mel frames plus the coarse-f0 embedding.
+
+cond = (gather([0; units], mel2ph) + pitch_embed(coarse(2^f0))) * (mel2ph > 0)
+
+This is the original's FastSpeech2 module with `no_fs2: true`; it keeps the name `fs2` in
+checkpoints and carries two modules the forward pass never uses (`mel_out` and the pitch
+predictor) only so that original checkpoints load strictly.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from diffsvc.features.pitch import denorm_f0, f0_to_coarse
+
+
+class _PositionsPlaceholder(nn.Module):
+    """Holds the `_float_tensor` buffer of the original's sinusoidal positional embedding."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("_float_tensor", torch.zeros(1))
+
+
+class UnusedPitchPredictor(nn.Module):
+    """Shape-compatible stand-in for the original's pitch predictor: it is in every original
+    checkpoint but its call is commented out there, so it has no forward here."""
+
+    def __init__(self, channels: int, layers: int = 5, kernel: int = 5, odim: int = 2, dropout: float = 0.5):
+        super().__init__()
+        self.conv = nn.ModuleList(
+            nn.Sequential(nn.Identity(), nn.Conv1d(channels, channels, kernel), nn.ReLU(),
+                          nn.LayerNorm(channels), nn.Dropout(dropout))
+            for _ in range(layers)
+        )
+        self.linear = nn.Linear(channels, odim)
+        self.embed_positions = _PositionsPlaceholder()
+        self.pos_embed_alpha = nn.Parameter(torch.ones(1))
+
+
+class ConditioningEmbedding(nn.Module):
+    """forward(units [B,Th,H], mel2ph [B,T], f0_log2 [B,T]) -> dict(cond [B,T,H], f0_denorm, pitch)."""
+
+    def __init__(self, hidden_size: int = 256, n_mels: int = 128, f0_bin: int = 256, f0_min: float = 40.0,
+                 f0_max: float = 1100.0, predictor_layers: int = 5, predictor_kernel: int = 5,
+                 predictor_hidden: int = -1, pitch_type: str = "frame"):
+        super().__init__()
+        self.f0_bin, self.f0_min, self.f0_max = f0_bin, f0_min, f0_max
+        self.mel_out = nn.Linear(hidden_size, n_mels)
+        self.pitch_embed = nn.Embedding(300, hidden_size, padding_idx=0)
+        channels = hidden_size if predictor_hidden <= 0 else predictor_hidden
+        odim = 2 if pitch_type == "frame" else 1
+        self.pitch_predictor = UnusedPitchPredictor(channels, predictor_layers, predictor_kernel, odim)
+
+    @classmethod
+    def from_config(cls, config) -> "ConditioningEmbedding":
+        return cls(config.hidden_size, config.audio_num_mel_bins, config.f0_bin, config.f0_min, config.f0_max,
+                   config.predictor_layers, config.predictor_kernel, config.predictor_hidden, config.pitch_type)
+
+    def forward(self, units: torch.Tensor, mel2ph: torch.Tensor, f0_log2: torch.Tensor) -> dict:
+        padding = mel2ph == 0
+        # A zero row in front: mel2ph = 0 (padding) gathers zeros.
+        units = F.pad(units, (0, 0, 1, 0))
+        index = mel2ph[..., None].expand(-1, -1, units.shape[-1])
+        content = torch.gather(units, 1, index)
+        f0_denorm = denorm_f0(f0_log2, padding)
+        pitch = f0_to_coarse(f0_denorm, self.f0_bin, self.f0_min, self.f0_max)
+        cond = (content + self.pitch_embed(pitch)) * (~padding)[..., None].to(content.dtype)
+        return {"cond": cond, "f0_denorm": f0_denorm, "pitch": pitch}

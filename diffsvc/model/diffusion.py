@@ -1,0 +1,150 @@
+"""GaussianDiffusion: the denoiser, the conditioning, the noise schedule and the per-bin mel
+normalisation in one module, with the original's parameter and buffer names (a checkpoint's
+`state_dict` is this module's, each key prefixed `model.`).
+
+Mels are log10 [B,T,M] outside, normalised to [-1, 1] per bin with spec_min/spec_max inside,
+shaped [B,1,M,T] for the denoiser.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from diffsvc.model.conditioning import ConditioningEmbedding
+from diffsvc.model.diffnet import DiffNet
+from diffsvc.model.schedule import SCHEDULE_BUFFERS, make_betas, schedule_buffers
+from diffsvc.sampling import Sampler
+
+
+class GaussianDiffusion(nn.Module):
+    def __init__(self, denoise_fn: DiffNet, fs2: ConditioningEmbedding, betas, spec_min, spec_max,
+                 K_step: int | None = None, loss_type: str = "l2", keep_bins: int | None = None):
+        super().__init__()
+        self.denoise_fn = denoise_fn
+        self.fs2 = fs2
+        for name, value in schedule_buffers(betas).items():
+            self.register_buffer(name, value)
+        self.num_timesteps = int(self.betas.shape[0])
+        self.K_step = int(K_step or self.num_timesteps)
+        self.loss_type = loss_type
+        keep = keep_bins or len(spec_min)
+        self.register_buffer("spec_min", torch.tensor(list(spec_min), dtype=torch.float32)[None, None, :keep])
+        self.register_buffer("spec_max", torch.tensor(list(spec_max), dtype=torch.float32)[None, None, :keep])
+
+    @classmethod
+    def from_config(cls, config) -> "GaussianDiffusion":
+        if not config.no_fs2:
+            from diffsvc.errors import ConfigError
+
+            raise ConfigError(
+                "no_fs2: false is a legacy Diff-SVC model (trained before 2022-11-28, with an FFT encoder "
+                "over the content units); diffsvc does not support it yet. Retrain with the current layout."
+            )
+        betas = make_betas(config.schedule_type, config.timesteps, config.max_beta)
+        return cls(DiffNet.from_config(config), ConditioningEmbedding.from_config(config), betas,
+                   config.spec_min, config.spec_max, config.K_step, config.diff_loss_type, config.keep_bins)
+
+    # --- buffers and normalisation ---
+    def schedule(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, name) for name in SCHEDULE_BUFFERS}
+
+    def resize_spec_stats(self, n_bins: int) -> None:
+        """Make spec_min/spec_max [1,1,n_bins] so a checkpoint with that shape loads strictly."""
+        for name in ("spec_min", "spec_max"):
+            old = getattr(self, name)
+            setattr(self, name, old.new_zeros(1, 1, n_bins) + old[..., :1])
+
+    def norm_spec(self, mel: torch.Tensor) -> torch.Tensor:
+        return (mel - self.spec_min) / (self.spec_max - self.spec_min) * 2 - 1
+
+    def denorm_spec(self, x: torch.Tensor) -> torch.Tensor:
+        return (x + 1) / 2 * (self.spec_max - self.spec_min) + self.spec_min
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        a = self.sqrt_alphas_cumprod.gather(-1, t).reshape(-1, 1, 1, 1)
+        b = self.sqrt_one_minus_alphas_cumprod.gather(-1, t).reshape(-1, 1, 1, 1)
+        return a * x0 + b * noise
+
+    # --- conditioning ---
+    def condition(self, units: torch.Tensor, mel2ph: torch.Tensor, f0_log2: torch.Tensor) -> dict:
+        """dict(cond [B,H,T] for the denoiser, f0_denorm [B,T], pitch [B,T])."""
+        out = self.fs2(units, mel2ph, f0_log2)
+        out["cond"] = out["cond"].transpose(1, 2)
+        return out
+
+    @staticmethod
+    def frame_mask(mel2ph: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor | None:
+        """[B,1,1,T] mask of real frames from item lengths, or None (the original: no mask)."""
+        if lengths is None:
+            return None
+        frames = torch.arange(mel2ph.shape[1], device=mel2ph.device)
+        return (frames[None] < lengths[:, None]).to(torch.float32)[:, None, None, :]
+
+    # --- training ---
+    def loss(self, mel: torch.Tensor, units: torch.Tensor, mel2ph: torch.Tensor, f0_log2: torch.Tensor,
+             lengths: torch.Tensor | None = None, *, t: torch.Tensor | None = None,
+             noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The noise-prediction loss on a padded batch.
+
+        lengths given: padded frames are masked out of the denoiser's view and of the loss (ours).
+        lengths None: the original's loss, a mean over the whole padded tensor.
+        """
+        b = mel.shape[0]
+        if t is None:
+            t = torch.randint(0, self.K_step, (b,), device=mel.device, generator=generator)
+        x0 = self.norm_spec(mel).transpose(1, 2)[:, None]
+        if noise is None:
+            noise = torch.randn(x0.shape, device=mel.device, dtype=x0.dtype, generator=generator)
+        cond = self.condition(units, mel2ph, f0_log2)["cond"]
+        mask = self.frame_mask(mel2ph, lengths)
+        x_t = self.q_sample(x0, t, noise)
+        if mask is not None:
+            x_t = x_t * mask
+        eps = self.denoise_fn(x_t, t, cond, None if mask is None else mask[:, 0])
+        err = (noise - eps).abs() if self.loss_type == "l1" else (noise - eps) ** 2
+        if mask is None:
+            return err.mean()
+        return (err * mask).sum() / (mask.sum() * err.shape[2]).clamp(min=1)
+
+    # --- inference ---
+    def sample(self, units: torch.Tensor, mel2ph: torch.Tensor, f0_log2: torch.Tensor, sampler: Sampler, *,
+               lengths: torch.Tensor | None = None, ref_mel: torch.Tensor | None = None,
+               shallow_step: int | None = None, noise: torch.Tensor | None = None,
+               generator: torch.Generator | None = None, progress: Callable | None = None) -> torch.Tensor:
+        """Sample mels [B,T,M] (log10, 0 where mel2ph == 0).
+
+        shallow_step k: start from the input mel `ref_mel` noised to step k-1 (the original's
+        use_gt_mel / add_noise_step) instead of pure noise. `noise` fixes the start noise.
+        lengths given: batched items of different lengths are kept apart by masking (ours).
+        """
+        cond = self.condition(units, mel2ph, f0_log2)["cond"]
+        b, t_frames = mel2ph.shape
+        shape = (b, 1, self.denoise_fn.output_projection.out_channels, t_frames)
+        if noise is None:
+            noise = torch.randn(shape, device=mel2ph.device, generator=generator)
+        mask = self.frame_mask(mel2ph, lengths)
+        if shallow_step is not None:
+            if ref_mel is None:
+                raise ValueError("shallow diffusion needs the input mel (ref_mel)")
+            if not 1 <= shallow_step <= self.K_step:
+                raise ValueError(f"shallow_step must be within 1..{self.K_step}, got {shallow_step}")
+            t_start = int(shallow_step)
+            x0 = self.norm_spec(ref_mel).transpose(1, 2)[:, None]
+            x = self.q_sample(x0, torch.full((b,), t_start - 1, device=x0.device, dtype=torch.long), noise)
+        else:
+            t_start = self.K_step
+            x = noise
+        if mask is not None:
+            x = x * mask
+        dn_mask = None if mask is None else mask[:, 0]
+
+        def denoise(x_: torch.Tensor, t_: torch.Tensor) -> torch.Tensor:
+            return self.denoise_fn(x_, t_, cond, dn_mask)
+
+        x = sampler.sample(denoise, x, t_start, mask=mask, generator=generator, progress=progress)
+        mel = self.denorm_spec(x[:, 0].transpose(1, 2))
+        return mel * (mel2ph > 0)[..., None].to(mel.dtype)
