@@ -26,6 +26,7 @@ class GaussianDiffusion(nn.Module):
         super().__init__()
         self.denoise_fn = denoise_fn
         self.fs2 = fs2
+        self.n_mels = denoise_fn.output_projection.out_channels
         for name, value in schedule_buffers(betas).items():
             self.register_buffer(name, value)
         self.num_timesteps = int(self.betas.shape[0])
@@ -123,7 +124,7 @@ class GaussianDiffusion(nn.Module):
         """
         cond = self.condition(units, mel2ph, f0_log2)["cond"]
         b, t_frames = mel2ph.shape
-        shape = (b, 1, self.denoise_fn.output_projection.out_channels, t_frames)
+        shape = (b, 1, self.n_mels, t_frames)
         if noise is None:
             noise = torch.randn(shape, device=mel2ph.device, generator=generator)
         mask = self.frame_mask(mel2ph, lengths)
