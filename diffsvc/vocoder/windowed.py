@@ -1,0 +1,113 @@
+"""NSF-HiFiGAN as a `Vocoder`, vocoding long mels in overlapping windows so memory stays flat in T.
+
+Each window is run with `context_frames` of extra mel on both sides (then cut off). The
+generator's receptive field is about 8 frames each way (measured: 4 frames of context leave
+2e-5 of difference, 8 leave float noise), so the default of 16 makes a window's output equal a
+single pass over the whole mel. Consecutive windows overlap by `crossfade_frames` and are joined with a
+linear crossfade: there the two outputs differ only by the source's random noise.
+
+The harmonic source keeps one continuous phase across windows: the original draws random
+initial phases once per forward, so each window starts from the phase the single pass would have
+reached at that frame (computed per frame in float64), instead of drawing new ones. Otherwise the
+overtones would jump at every seam and partly cancel inside the crossfades.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from diffsvc.audio.mel import log10_to_ln
+from diffsvc.vocoder.base import MelSettings, Vocoder
+from diffsvc.vocoder.nsf_hifigan import Generator
+
+
+def window_spans(num_frames: int, window_frames: int, crossfade_frames: int) -> list[tuple[int, int]]:
+    """Output spans [start, end) covering num_frames; consecutive spans overlap by crossfade_frames."""
+    if window_frames <= crossfade_frames:
+        raise ValueError(f"window_frames ({window_frames}) must be larger than crossfade_frames ({crossfade_frames})")
+    spans, start = [], 0
+    while True:
+        end = min(start + window_frames, num_frames)
+        spans.append((start, end))
+        if end >= num_frames:
+            return spans
+        start = end - crossfade_frames
+
+
+def frame_start_phases(generator: Generator, f0: torch.Tensor, initial_phase: torch.Tensor) -> torch.Tensor:
+    """Phase (cycles mod 1) of every harmonic at the first sample of each frame: [B, T, dim].
+
+    Equals what the single-pass cumsum reaches there: initial + hop * sum of earlier frames'
+    per-sample steps (f0 is constant within a frame). float64 keeps it exact over hours.
+    """
+    sine_gen = generator.m_source.l_sin_gen
+    step = sine_gen.harmonic_step(f0[..., None]).double() * generator.hop_size  # [B, T, dim]
+    before = torch.cumsum(step, dim=1) - step
+    return (initial_phase.double()[:, None, :] + before) % 1
+
+
+@torch.no_grad()
+def vocode_in_windows(generator: Generator, mel: torch.Tensor, f0: torch.Tensor, *, window_frames: int,
+                      context_frames: int, crossfade_frames: int) -> torch.Tensor:
+    """ln-mel [B, M, T] and f0 [B, T] -> audio [B, 1, T * hop], at most window + 2 * context frames at a time."""
+    batch, num_frames = f0.shape
+    hop = generator.hop_size
+    # drawn exactly as the original's single forward draws it (its first random number)
+    initial_phase = generator.m_source.l_sin_gen.draw_initial_phase(batch, f0.device)
+    phases = frame_start_phases(generator, f0, initial_phase)
+    out = mel.new_zeros(batch, 1, num_frames * hop)
+    spans = window_spans(num_frames, window_frames, crossfade_frames)
+    fade = crossfade_frames * hop
+    ramp = (torch.arange(fade, device=mel.device, dtype=mel.dtype) + 0.5) / max(fade, 1)
+    for i, (start, end) in enumerate(spans):
+        lo, hi = max(0, start - context_frames), min(num_frames, end + context_frames)
+        wav = generator(mel[..., lo:hi], f0[:, lo:hi], initial_phase=phases[:, lo])
+        wav = wav[..., (start - lo) * hop:(end - lo) * hop]
+        if fade and i > 0:
+            wav[..., :fade] *= ramp
+        if fade and i + 1 < len(spans):
+            wav[..., -fade:] *= 1 - ramp
+        out[..., start * hop:end * hop] += wav
+    return out
+
+
+class NsfHifiGan(Vocoder):
+    """A loaded NSF-HiFiGAN generator behind the Vocoder interface (see `load_vocoder`)."""
+
+    is_standin = False
+
+    def __init__(self, generator: Generator, settings: MelSettings, *, source: str = "",
+                 window_frames: int = 1000, context_frames: int = 16, crossfade_frames: int = 8):
+        if settings.hop_size != generator.hop_size:
+            raise ValueError(f"hop_size {settings.hop_size} differs from the generator's upsampling "
+                             f"({generator.hop_size})")
+        window_spans(1, window_frames, crossfade_frames)  # validates the window sizes early
+        if context_frames < 0:
+            raise ValueError("context_frames must be >= 0")
+        self.generator = generator.eval()
+        self.settings = settings
+        self.name = f"NSF-HiFiGAN ({source})" if source else "NSF-HiFiGAN"
+        self.window_frames = window_frames
+        self.context_frames = context_frames
+        self.crossfade_frames = crossfade_frames
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.generator.parameters()).device
+
+    def to(self, device) -> "NsfHifiGan":
+        self.generator.to(device)
+        return self
+
+    @torch.no_grad()
+    def vocode(self, mel_log10: torch.Tensor, f0_hz: torch.Tensor) -> torch.Tensor:
+        mel_log10, f0_hz = torch.as_tensor(mel_log10), torch.as_tensor(f0_hz)
+        self._check_inputs(mel_log10, f0_hz)
+        device = self.device
+        # Diff-SVC's mels are log10; the vocoder was trained on natural-log mels (x 2.30259)
+        mel = log10_to_ln(mel_log10.to(device, torch.float32)).T[None]
+        f0 = f0_hz.to(device, torch.float32)[None]
+        if mel.shape[-1] <= self.window_frames:
+            return self.generator(mel, f0)[0, 0]  # one pass: the original's numbers and random draws
+        return vocode_in_windows(self.generator, mel, f0, window_frames=self.window_frames,
+                                 context_frames=self.context_frames, crossfade_frames=self.crossfade_frames)[0, 0]
