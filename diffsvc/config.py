@@ -78,11 +78,13 @@ class Config:
     pndm_speedup: int = _f(10, "PLMS interval for validation sampling", min=1)
 
     # --- features and model files ---
-    content_encoder: str = _f("hubert-soft", "content units: hubert-soft or contentvec",
-                              choices=("hubert-soft", "contentvec"))
+    content_encoder: str = _f("hubert-soft", "content units: hubert-soft, contentvec, or the weight-free "
+                              "stand-in (offline demo only)", choices=("hubert-soft", "contentvec", "stand-in"))
     hubert_path: str = _f("models/hubert_soft.pt", "HuBERT-soft weights (hubert-soft-0d54a1f4.pt)")
     contentvec_path: str = _f("models/checkpoint_best_legacy_500.pt", "ContentVec fairseq checkpoint")
     use_vec: bool = _f(False, "original's switch for ContentVec (same as content_encoder: contentvec)")
+    vocoder: str = _f("nsf-hifigan", "nsf-hifigan, or griffin-lim (weight-free stand-in, offline demo only)",
+                      choices=("nsf-hifigan", "griffin-lim"))
     vocoder_ckpt: str = _f("models/nsf_hifigan/model", "NSF-HiFiGAN weights; config.json sits beside")
     use_nsf: bool = _f(True, "the vocoder takes f0 (NSF-HiFiGAN)")
     use_crepe: bool = _f(True, "original's switch: CREPE (true) or parselmouth (false)")
