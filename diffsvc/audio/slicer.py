@@ -1,0 +1,209 @@
+"""Cutting recordings at silences.
+
+Training (`slice_audio`): pieces of about min_s..max_s seconds, cut inside pauses, long pauses
+trimmed to at most `keep_silence_s` at each piece edge, stretches without any pause split at their
+quietest short window, and pieces shorter than `drop_shorter_s` dropped (with the reason).
+
+Inference (`split_for_inference`): segments tagged voiced/silent that cover the whole file with no
+gap, so the output can be stitched back to the input's exact length; voiced segments are at most
+`max_len_s` long.
+
+Energies come from librosa.feature.rms on 10 ms hops (40 ms windows) and are compared with an
+absolute threshold in dBFS, as the original slicer did (-40 dB default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Samples [start, end) of the input."""
+
+    start: int
+    end: int
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def seconds(self, sr: int) -> float:
+        return (self.end - self.start) / sr
+
+
+@dataclass(frozen=True)
+class Dropped:
+    piece: Piece
+    reason: str
+
+
+@dataclass(frozen=True)
+class Segment(Piece):
+    """A stretch of the input for inference; silent ones need no conversion."""
+
+    voiced: bool = True
+
+
+@dataclass
+class SliceResult:
+    pieces: list[Piece] = field(default_factory=list)
+    dropped: list[Dropped] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Energy:
+    db: np.ndarray  # per frame, dBFS
+    hop: int  # samples; frame i is centred on sample i*hop
+
+
+def frame_energy_db(wav: np.ndarray, sr: int, hop_s: float = 0.01, win_s: float = 0.04) -> _Energy:
+    import librosa
+
+    hop = max(1, int(round(hop_s * sr)))
+    win = max(hop, int(round(win_s * sr)))
+    rms = librosa.feature.rms(y=np.asarray(wav, dtype=np.float32), frame_length=win, hop_length=hop,
+                              center=True, pad_mode="constant")[0]
+    return _Energy(20.0 * np.log10(np.maximum(rms, 1e-10)), hop)
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) of each run of True."""
+    padded = np.concatenate([[False], mask, [False]]).astype(np.int8)
+    edges = np.flatnonzero(np.diff(padded))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
+def _quietest_sample(wav: np.ndarray, centre: int, radius: int) -> int:
+    """Cut on the smallest |x| near `centre` so the cut does not click."""
+    a, b = max(0, centre - radius), min(len(wav), centre + radius + 1)
+    if b <= a:
+        return int(np.clip(centre, 0, len(wav)))
+    return a + int(np.argmin(np.abs(wav[a:b])))
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Sound stretches separated by long pauses, with soft cut points (short pauses) inside."""
+
+    runs: list[tuple[int, int]]  # [start, end) in samples, each with at most `keep` silence at its edges
+    cuts: list[int]  # sample positions inside short pauses, usable as cut points
+
+
+def _layout(wav: np.ndarray, sr: int, db: float, keep_silence_s: float, min_silence_s: float,
+            energy: _Energy) -> _Layout:
+    n = len(wav)
+    silent = energy.db < db
+    hop = energy.hop
+    keep = int(keep_silence_s * sr)
+    min_sil_frames = max(1, int(round(min_silence_s * sr / hop)))
+    # silence runs too short to count are treated as sound (stops, consonant gaps)
+    pauses = [(a, b) for a, b in _runs(silent) if b - a >= min_sil_frames or a == 0 or b == len(silent)]
+    if not (~silent).any():
+        return _Layout([], [])
+    runs: list[tuple[int, int]] = []
+    cuts: list[int] = []
+    run_start = 0
+    for a, b in pauses:
+        sa, sb = min(n, a * hop), min(n, b * hop)  # pause in samples
+        if a == 0:  # leading silence: start `keep` before the sound
+            run_start = max(0, sb - keep)
+            continue
+        if b == len(silent):  # trailing silence
+            runs.append((run_start, min(n, sa + keep)))
+            run_start = None
+            break
+        if sb - sa > 2 * keep:  # long pause: end the run, trim the middle
+            runs.append((run_start, sa + keep))
+            run_start = sb - keep
+        else:  # short pause: a cut point at its quietest frame
+            q = a + int(np.argmin(energy.db[a:b]))
+            cuts.append(_quietest_sample(wav, q * hop, hop // 2))
+    if run_start is not None:
+        runs.append((run_start, n))
+    return _Layout([(s, e) for s, e in runs if e > s], cuts)
+
+
+def _split_run(start: int, end: int, cuts: list[int], energy: _Energy, min_len: int, max_len: int,
+               shortest: int, wav: np.ndarray) -> list[Piece]:
+    """Cut [start, end) into pieces of at most max_len, preferring pauses, then the quietest window."""
+    pieces = []
+    pos = start
+    inside = [c for c in cuts if start < c < end]
+    while end - pos > max_len:
+        window = [c for c in inside if pos + min_len <= c <= pos + max_len]
+        leaves_enough = [c for c in window if end - c >= shortest]
+        shorter = [c for c in inside if pos + shortest <= c < pos + min_len]
+        if leaves_enough or window:
+            cut = (leaves_enough or window)[0]
+        elif shorter:  # a real pause makes a slightly short piece: better than cutting a note
+            cut = shorter[-1]
+        else:  # no pause at all: the quietest short window between min_len and max_len
+            last = pos + max_len
+            if end - shortest >= pos + min_len:  # leave a remainder long enough to keep
+                last = min(last, end - shortest)
+            a = (pos + min_len) // energy.hop
+            b = max(a + 1, min(len(energy.db), last // energy.hop))
+            frame = a + int(np.argmin(energy.db[a:b]))
+            cut = _quietest_sample(wav, frame * energy.hop, energy.hop // 2)
+            cut = int(np.clip(cut, pos + 1, pos + max_len))
+        pieces.append(Piece(pos, cut))
+        pos = cut
+    pieces.append(Piece(pos, end))
+    return pieces
+
+
+def slice_audio(wav: np.ndarray, sr: int, *, db: float = -40.0, min_s: float = 10.0, max_s: float = 15.0,
+                drop_shorter_s: float = 2.0, keep_silence_s: float = 0.5, min_silence_s: float = 0.3) -> SliceResult:
+    """Pieces for training; see the module docstring. Sample indices refer to `wav`."""
+    wav = np.asarray(wav, dtype=np.float32)
+    if not 0 < min_s <= max_s:
+        raise ValueError(f"need 0 < min_s ({min_s}) <= max_s ({max_s})")
+    result = SliceResult()
+    if len(wav) == 0:
+        return result
+    energy = frame_energy_db(wav, sr)
+    layout = _layout(wav, sr, db, keep_silence_s, min_silence_s, energy)
+    if not layout.runs:
+        result.dropped.append(Dropped(Piece(0, len(wav)), f"the whole file is below {db:g} dB (silent)"))
+        return result
+    shortest = int(drop_shorter_s * sr)
+    for start, end in layout.runs:
+        for piece in _split_run(start, end, layout.cuts, energy, int(min_s * sr), int(max_s * sr), shortest, wav):
+            if len(piece) < shortest:
+                result.dropped.append(Dropped(piece, f"{piece.seconds(sr):.2f} s is shorter than {drop_shorter_s:g} s"))
+            else:
+                result.pieces.append(piece)
+    return result
+
+
+def split_for_inference(wav: np.ndarray, sr: int, db: float = -40.0, max_len_s: float = 30.0, *,
+                        keep_silence_s: float = 0.2, min_silence_s: float = 0.5) -> list[Segment]:
+    """Voiced/silent segments covering [0, len(wav)) without gaps or overlaps.
+
+    Silent segments are pauses longer than `min_silence_s` + 2*`keep_silence_s` minus the
+    `keep_silence_s` of context left on each neighbouring voiced segment. Voiced segments longer
+    than `max_len_s` are cut at short pauses or, failing those, at their quietest window.
+    """
+    wav = np.asarray(wav, dtype=np.float32)
+    n = len(wav)
+    if n == 0:
+        return []
+    energy = frame_energy_db(wav, sr)
+    # a pause becomes a silent segment only when something is left after keeping context on both sides
+    layout = _layout(wav, sr, db, keep_silence_s, min_silence_s, energy)
+    if not layout.runs:
+        return [Segment(0, n, voiced=False)]
+    max_len = max(1, int(max_len_s * sr))
+    segments: list[Segment] = []
+    pos = 0
+    for start, end in layout.runs:
+        if start > pos:
+            segments.append(Segment(pos, start, voiced=False))
+        for piece in _split_run(start, end, layout.cuts, energy, max_len // 2, max_len, 1, wav):
+            segments.append(Segment(piece.start, piece.end, voiced=True))
+        pos = end
+    if pos < n:
+        segments.append(Segment(pos, n, voiced=False))
+    return segments
