@@ -1,0 +1,60 @@
+"""A weight-free stand-in for HuBERT, so the offline demo runs when no HuBERT/ContentVec file exists.
+
+Feature, per 20 ms frame of 16 kHz audio (the HuBERT-soft frame grid: 40 samples of padding each
+side, 400-sample window, 320-sample hop, so N samples give floor(N / 320) frames like HuBERT-soft):
+- 129-band log-mel power spectrum (40 Hz - 8 kHz, Hann window, 1024-point FFT);
+- its DCT (MFCCs); coefficient 0, the frame's overall level, is dropped, so a change of gain
+  (loudness) leaves the other 128 coefficients unchanged (except where the log floor is reached);
+- the 128 coefficients, scaled by a fixed constant to about unit size, then their frame-to-frame
+  differences (np.gradient) scaled the same way: 128 + 128 = 256 dims.
+Deterministic, no learned weights, no randomness.
+
+This is NOT HuBERT and NOT speaker-independent: MFCCs describe the spectral envelope, which carries
+the singer's timbre as much as the phonetic content, so a model trained on it converts voices
+poorly. It exists so that the pipeline (preprocess, train, infer) can be exercised end to end
+without any downloaded weights; results made with it are marked as stand-in results.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.fft
+import torch
+
+from diffsvc.features.content.encoder import ContentEncoder
+from diffsvc.features.content.hubert_soft import SAMPLE_RATE
+
+HOP = 320
+WINDOW = 400
+PADDING = (WINDOW - HOP) // 2
+N_FFT = 1024
+N_MELS = 129  # 129 bands -> 129 MFCCs -> 128 after dropping the level coefficient
+LOG_FLOOR = 1e-8
+SCALE = 0.1  # MFCCs of natural-log mel power are O(10): bring them to O(1)
+
+
+class StandinContentEncoder(ContentEncoder):
+    name = "stand-in (MFCC, not HuBERT)"
+    dim = 256
+    frame_rate = SAMPLE_RATE / HOP
+    is_standin = True
+
+    def __init__(self, *, res_type: str = "soxr_hq"):
+        super().__init__(res_type=res_type)
+        import librosa
+
+        self._mel_basis = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=40.0, fmax=8000.0)
+        self._window = np.hanning(WINDOW + 1)[:-1].astype(np.float32)  # periodic Hann
+
+    def frames_at_16k(self, num_samples: int) -> int:
+        padded = num_samples + 2 * PADDING
+        return 0 if padded < WINDOW else (padded - WINDOW) // HOP + 1
+
+    def _encode_16k(self, wav16: np.ndarray) -> torch.Tensor:
+        wav = np.pad(wav16, (PADDING, PADDING))
+        frames = np.lib.stride_tricks.sliding_window_view(wav, WINDOW)[::HOP]  # [T, 400]
+        spectrum = np.abs(np.fft.rfft(frames * self._window, n=N_FFT, axis=1)) ** 2  # [T, 513]
+        log_mel = np.log(spectrum @ self._mel_basis.T + LOG_FLOOR)  # [T, 129]
+        mfcc = scipy.fft.dct(log_mel, type=2, norm="ortho", axis=1)[:, 1:] * SCALE  # drop level
+        delta = np.gradient(mfcc, axis=0) if mfcc.shape[0] > 1 else np.zeros_like(mfcc)
+        return torch.from_numpy(np.concatenate([mfcc, delta], axis=1).astype(np.float32))
