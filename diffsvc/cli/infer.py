@@ -1,0 +1,187 @@
+"""`diffsvc infer song.wav --steps 30000`: convert songs with a trained project.
+
+Everything that can be checked cheaply (inputs exist, checkpoint chosen, output names free and
+writable) is checked before any model loads, so a mistake costs one line and no partial output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+from pathlib import Path
+
+from diffsvc.errors import DiffSvcError
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aiff", ".aif", ".aifc", ".wv"}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="SONG", help="audio files or folders (every audio file inside)")
+    g = p.add_argument_group("model")
+    g.add_argument("--project", help="project folder name under --models-dir (optional when there is only one)")
+    g.add_argument("--steps", type=int, help="use the checkpoint of this training step (default: the newest)")
+    g.add_argument("--ckpt", help="a checkpoint file anywhere (its config.yaml beside it), e.g. an original one")
+    g.add_argument("--models-dir", default="models", help="where projects live (default: models)")
+    g.add_argument("--trust-checkpoint", action="store_true", help="load checkpoints that need code to unpickle")
+    g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    g = p.add_argument_group("pitch")
+    g.add_argument("--key", default="0", help="transpose by semitones (e.g. -12, 3), or 'auto' to move the song's "
+                                             "median pitch onto the project singer's (default 0)")
+    g.add_argument("--f0", dest="f0_method", choices=("crepe", "crepe-tiny", "parselmouth", "fcpe"),
+                   help="f0 extractor (default: the project's f0_extractor)")
+    g.add_argument("--f0-out", help="write the extracted f0 as CSV (time_s,f0_hz) to this file")
+    g.add_argument("--f0-in", help="use this f0 CSV (time_s,f0_hz; e.g. an edited --f0-out) instead of extracting")
+    g = p.add_argument_group("sampling")
+    g.add_argument("--sampler", choices=("plms", "ddim", "dpm-solver++", "ddpm"),
+                   help="sampler (default: the project's, dpm-solver++)")
+    g.add_argument("--sampling-steps", type=int, help="denoiser steps (default: the project's sampling_steps)")
+    g.add_argument("--shallow", type=int, metavar="K", help="start from the input mel noised to step K (shallow diffusion)")
+    g.add_argument("--seed", type=int, help="random seed; the same seed gives the same output (default: a new one, printed)")
+    g.add_argument("--slice-db", type=float, default=-40.0, help="below this level (dBFS) is silence (default -40)")
+    g.add_argument("--window-frames", type=int, help="sampling window in mel frames (default: from free memory)")
+    g.add_argument("--batch-size", type=int, help="windows per batch (default: from free memory)")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", help="output file (one input) or folder (several); default output/SONG_PROJECT_steps_N.wav")
+    g.add_argument("--format", choices=("wav", "flac"), default="wav", help="output format (default wav)")
+    g.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    g.add_argument("--plot", action="store_true", help="write a PNG beside each output: input/output mel and f0")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def collect_inputs(paths: list[str]) -> list[Path]:
+    songs: list[Path] = []
+    for text in paths:
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir()
+                           if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith("."))
+            if not found:
+                raise DiffSvcError(f"{path}: no audio files in this folder ({', '.join(sorted(AUDIO_SUFFIXES))})")
+            songs.extend(found)
+        elif not path.exists():
+            raise DiffSvcError(f"{path}: audio file not found; check the path")
+        else:
+            songs.append(path)
+    return songs
+
+
+def output_paths(songs: list[Path], out: str | None, fmt: str, tag: str) -> list[Path]:
+    """One output per song: --out as the file (one song) or folder (several), else output/."""
+    def name(song: Path) -> str:
+        return f"{song.stem}_{tag}.{fmt}"
+
+    if out is None:
+        paths = [Path("output") / name(s) for s in songs]
+    elif len(songs) == 1 and not (Path(out).is_dir() or out.endswith(("/", "\\"))):
+        path = Path(out)
+        paths = [path if path.suffix.lower() in (".wav", ".flac") else path.with_name(path.name + f".{fmt}")]
+    else:
+        paths = [Path(out) / name(s) for s in songs]
+    if len(set(paths)) != len(paths):
+        dup = next(p for p in paths if paths.count(p) > 1)
+        raise DiffSvcError(f"{dup}: two inputs would write the same output (same file name in different folders); "
+                           "convert them separately with --out")
+    return paths
+
+
+def pick_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DiffSvcError(f"--device {name!r}: not a device name (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DiffSvcError("--device cuda: no CUDA GPU is available here; use --device cpu")
+    return device
+
+
+def run(args: argparse.Namespace) -> int:
+    from diffsvc.inference.keyshift import auto_key, parse_key, read_singer_median_hz
+    from diffsvc.inference.output import check_output
+    from diffsvc.inference.project import choose_checkpoint
+
+    key = parse_key(args.key)
+    if args.ckpt and (args.project or args.steps is not None):
+        raise DiffSvcError("--ckpt names the checkpoint itself; leave out --project and --steps")
+    for flag, value in (("--sampling-steps", args.sampling_steps), ("--window-frames", args.window_frames),
+                        ("--batch-size", args.batch_size), ("--shallow", args.shallow)):
+        if value is not None and value < 1:
+            raise DiffSvcError(f"{flag} must be at least 1, got {value}")
+    songs = collect_inputs(args.inputs)
+    if (args.f0_in or args.f0_out) and len(songs) > 1:
+        raise DiffSvcError("--f0-in / --f0-out take one song at a time; give a single input file")
+    choice = choose_checkpoint(args.models_dir, args.project, args.steps, args.ckpt)
+    tag = f"{choice.project}_steps_{choice.step}" if choice.step >= 0 else f"{choice.project}_{choice.path.stem}"
+    outputs = output_paths(songs, args.out, args.format, tag)
+    for path in outputs:
+        check_output(path, args.overwrite)
+    singer_median = read_singer_median_hz(choice.path.parent) if key == "auto" else None
+
+    device = pick_device(args.device)
+    return _convert_all(args, songs, outputs, choice, device, key, singer_median, auto_key)
+
+
+def _convert_all(args, songs, outputs, choice, device, key, singer_median, auto_key) -> int:
+    import numpy as np
+    import torch
+
+    from diffsvc.audio.load import is_silent, load_audio
+    from diffsvc.inference.components import load_content_encoder_for, load_vocoder_for
+    from diffsvc.inference.f0_io import read_f0_csv, write_f0_csv
+    from diffsvc.inference.output import write_audio
+    from diffsvc.inference.pipeline import InferenceSettings, SongConverter
+    from diffsvc.inference.plot import write_plot
+    from diffsvc.inference.project import load_checkpoint
+
+    loaded = load_checkpoint(choice, device, allow_unsafe=args.trust_checkpoint)
+    config = loaded.config
+    if args.shallow is not None and args.shallow > loaded.model.K_step:
+        raise DiffSvcError(f"--shallow {args.shallow}: must be within 1..{loaded.model.K_step} (the model's K_step)")
+    vocoder = load_vocoder_for(config, device)
+    encoder = load_content_encoder_for(config, device)
+    settings = InferenceSettings(
+        sampler=args.sampler or config.sampler, sampling_steps=args.sampling_steps or config.sampling_steps,
+        shallow_step=args.shallow, f0_method=args.f0_method or config.f0_extractor, slice_db=args.slice_db,
+        window_frames=args.window_frames, batch_size=args.batch_size,
+        progress=not args.quiet and sys.stderr.isatty())
+    converter = SongConverter(loaded, encoder, vocoder, device, settings)
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+    sr = config.audio_sample_rate
+    standin = [n for n, part in (("content encoder", encoder), ("vocoder", vocoder)) if part.is_standin]
+    total_audio = 0.0
+    for song, out in zip(songs, outputs):
+        with converter.timer("load"):
+            wav = load_audio(song, sr)
+        total_audio += len(wav) / sr
+        f0_given = read_f0_csv(args.f0_in, converter.num_frames(len(wav)), config.hop_size, sr) if args.f0_in else None
+        analysis = converter.analyse(wav, f0_given)
+        if args.f0_out:
+            write_f0_csv(args.f0_out, analysis.f0_hz, config.hop_size, sr)
+        note = ""
+        shift = key
+        if key == "auto":
+            shift = auto_key(analysis.f0_hz, singer_median)
+            voiced = analysis.f0_hz[analysis.f0_hz > 0]
+            median = f"{float(np.median(voiced)):.1f} Hz" if voiced.size else "no voiced frames"
+            note = f" (--key auto: song median {median}, singer median {singer_median:.1f} Hz)"
+        result = converter.convert(wav, analysis, key=float(shift), seed=seed)
+        write_audio(out, result.audio, sr)
+        if args.plot:
+            write_plot(out.with_suffix(".png"), result.mel_in, result.mel_out, result.f0_hz, result.f0_cond_hz,
+                       config.hop_size, sr, title=f"{song.name} -> {out.name}, key {shift:+g}")
+        silent = " (silent input: silent output)" if is_silent(wav) else ""
+        print(f"{out}: key {shift:+g} semitones{note}{silent}", file=sys.stderr)
+        del result, wav
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # give the next file (and other programs) the memory back
+    plan = converter._last_plan
+    layout = f", windows of {plan.window_frames} frames x {plan.batch_size} per batch" if plan else ""
+    print(f"{choice.path.name} step {loaded.global_step}, {settings.sampler} {settings.sampling_steps} steps, "
+          f"seed {seed}, {device}{layout}" + (f"; stand-in {' and '.join(standin)} (offline demo quality)"
+                                            if standin else ""), file=sys.stderr)
+    print(converter.timer.summary(total_audio), file=sys.stderr)
+    return 0

@@ -1,0 +1,38 @@
+"""The content encoder and the vocoder a project's config names, loaded with clear errors.
+
+The config says which ones the model was trained with (content_encoder, hubert_path /
+contentvec_path, vocoder, vocoder_ckpt); relative paths are taken from the working directory, as
+the original did (`models/...`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from diffsvc.config import Config
+
+def load_content_encoder_for(config: Config, device: torch.device):
+    """The encoder named by config.content_encoder, on `device`. A missing HuBERT/ContentVec file is
+    an error naming it (never a silent fall-back: the model was trained on that encoder's units)."""
+    if config.content_encoder == "stand-in":
+        # the factory does not take "stand-in" as a choice yet (it only falls back to it)
+        from diffsvc.features.content import StandinContentEncoder
+
+        return StandinContentEncoder().to(device)
+    from diffsvc.features.content import load_content_encoder
+
+    return load_content_encoder(config, device=str(device), allow_standin=False)
+
+
+def load_vocoder_for(config: Config, device: torch.device):
+    """The vocoder named by config.vocoder, checked against the project's mel settings."""
+    if config.vocoder == "griffin-lim":
+        from diffsvc.vocoder import GriffinLimVocoder
+
+        vocoder = GriffinLimVocoder.from_config(config).to(device)
+    else:
+        from diffsvc.vocoder import load_vocoder
+
+        vocoder = load_vocoder(config.vocoder_ckpt, device)
+    vocoder.check_config(config)
+    return vocoder
