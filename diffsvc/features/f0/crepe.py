@@ -67,7 +67,7 @@ def _resampler_name() -> str:
     return "resampy-kaiser_best"
 
 
-def a_weighted_loudness(audio16k: np.ndarray, hop: int = CREPE_HOP, block: int = 8192) -> np.ndarray:
+def a_weighted_loudness(audio16k: np.ndarray, hop: int = CREPE_HOP, block: int = 2048) -> np.ndarray:
     """torchcrepe.loudness.a_weighted(audio, 16000, hop, pad=True), computed in blocks of frames.
 
     torchcrepe takes one STFT of the whole signal (about 1 GB for a 10-minute song at hop 80).
