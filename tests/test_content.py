@@ -334,10 +334,17 @@ def test_contentvec_cfg_checkpoint_matches_torchaudio_reference_at_layer_9(tmp_p
 
 def test_contentvec_legacy_args_namespace_checkpoint(tmp_path):
     sd = random_fairseq_state_dict(seed=5)
-    torch.save({"args": argparse.Namespace(**TINY_FAIRSEQ_CFG, lr=[0.0005]), "model": sd}, tmp_path / "legacy.pt")
+    ckpt = {"args": argparse.Namespace(**TINY_FAIRSEQ_CFG, lr=[0.0005]), "model": sd}
+    torch.save(ckpt, tmp_path / "legacy.pt")
     with pytest.raises(pickle.UnpicklingError):  # what safe_torch_load's weights_only path refuses
         torch.load(tmp_path / "legacy.pt", weights_only=True)
     _check_contentvec_file(tmp_path / "legacy.pt", sd)
+    # torch's pre-1.6 (non-zip) container too
+    torch.save(ckpt, tmp_path / "old_torch.pt", _use_new_zipfile_serialization=False)
+    _check_contentvec_file(tmp_path / "old_torch.pt", sd)
+    # Put where HuBERT-soft belongs, it is recognised rather than refused as unsafe.
+    with pytest.raises(CheckpointError, match=r"legacy\.pt: this is a fairseq .*content_encoder: contentvec"):
+        load_content_encoder(Config(hubert_path=str(tmp_path / "legacy.pt")))
 
 
 def _fake_omegaconf_modules(monkeypatch):

@@ -261,13 +261,32 @@ def hubert_soft_state_dict(raw: Any, source: str) -> dict[str, torch.Tensor]:
 
 def load_hubert_soft(path: str | os.PathLike) -> HubertSoft:
     """HuBERT-soft with the weights of `path`, in eval mode on the CPU."""
-    state = hubert_soft_state_dict(safe_torch_load(path, what="HuBERT-soft weights"), str(path))
+    try:
+        raw = safe_torch_load(path, what="HuBERT-soft weights")
+    except CheckpointError:
+        # A fairseq file (it pickles its config) refused by weights_only: say what it is instead.
+        if _is_fairseq_checkpoint(path):
+            _refuse_fairseq_as_hubert_soft(path)
+        raise
+    state = hubert_soft_state_dict(raw, str(path))
     if "post_extract_proj.weight" in state or "encoder.pos_conv.0.bias" in state:
-        raise CheckpointError(f"{path}: this is a fairseq HuBERT/ContentVec checkpoint, not HuBERT-soft; "
-                              "set content_encoder: contentvec and contentvec_path to this file")
+        _refuse_fairseq_as_hubert_soft(path)
     model = HubertSoft()
     _load_strict(model, state, str(path), "HuBERT-soft (hubert-soft-0d54a1f4.pt)")
     return model.eval()
+
+
+def _is_fairseq_checkpoint(path) -> bool:
+    try:
+        ckpt = restricted_torch_load(path)
+    except CheckpointError:
+        return False
+    return isinstance(ckpt, Mapping) and isinstance(ckpt.get("model"), Mapping) and "post_extract_proj.weight" in ckpt["model"]
+
+
+def _refuse_fairseq_as_hubert_soft(path) -> None:
+    raise CheckpointError(f"{path}: this is a fairseq HuBERT/ContentVec checkpoint, not HuBERT-soft; "
+                          "set content_encoder: contentvec and contentvec_path to this file")
 
 
 def _load_strict(model: torch.nn.Module, state: dict, source: str, kind: str) -> None:
