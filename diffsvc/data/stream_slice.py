@@ -54,7 +54,7 @@ def stream_slices(blocks: Iterable[np.ndarray], sr: int, settings: SliceSettings
     """Pieces and dropped stretches of the concatenated `blocks`, in order.
 
     A file with no sound at all gives a single StreamDrop with the slicer's "silent" reason.
-    Memory holds at most one window plus one block.
+    Memory holds at most one window, one block and one unfinished piece, whatever the file length.
     """
     margin = int((settings.max_s + settings.drop_shorter_s + 2 * settings.keep_silence_s + 1.0) * sr)
     window = max(int((window_s or 4 * settings.max_s + 30) * sr), 2 * margin)
