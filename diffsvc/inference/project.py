@@ -71,8 +71,9 @@ def check_supported(config: Config, source: str) -> None:
     needs its 24 kHz HiFiGAN and pitch extractor (PE), which are not supported."""
     if config.audio_sample_rate != SUPPORTED_SAMPLE_RATE or config.audio_num_mel_bins != SUPPORTED_MEL_BINS:
         raise ConfigError(
-            f"{source}: this is a {config.audio_sample_rate / 1000:g} kHz project with {config.audio_num_mel_bins} mel "
-            "bins (the original's 24 kHz HiFiGAN + PE setup); diffsvc infers 44.1 kHz / 128-bin NSF-HiFiGAN projects only")
+            f"{source}: a {config.audio_sample_rate / 1000:g} kHz project with {config.audio_num_mel_bins} mel bins needs "
+            "the original's 24 kHz HiFiGAN and pitch extractor (PE), which are not supported; diffsvc converts "
+            "44.1 kHz / 128-bin NSF-HiFiGAN projects")
 
 
 def load_checkpoint(choice: CheckpointChoice, device: torch.device, *, allow_unsafe: bool = False) -> LoadedModel:
