@@ -5,7 +5,8 @@
 
 `config.content_encoder` picks the model: "hubert-soft" (bshall's HuBERT-soft, the original
 Diff-SVC default, from `config.hubert_path`) or "contentvec" (a fairseq ContentVec/HuBERT
-checkpoint from `config.contentvec_path`, layer 9 through final_proj, as the original's use_vec).
+checkpoint from `config.contentvec_path`, layer 9 through final_proj, as the original's use_vec)
+or "stand-in" (weight-free MFCC features for the offline demo; not speaker-independent).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def load_content_encoder(config, device="cpu", allow_standin: bool = False, **op
     from diffsvc.features.content.loading import load_fairseq_hubert, load_hubert_soft
 
     kind = "contentvec" if getattr(config, "use_vec", False) else config.content_encoder
+    if kind == "stand-in":  # chosen on purpose (the offline demo), so no warning
+        return StandinContentEncoder().to(device)
     if kind == "hubert-soft":
         path = _find(Path(config.hubert_path), HUBERT_SOFT_PUBLIC_NAME)
         if path is not None:
@@ -65,7 +68,7 @@ def load_content_encoder(config, device="cpu", allow_standin: bool = False, **op
         wanted, key, what = Path(config.contentvec_path), "contentvec_path", (
             f"ContentVec checkpoint ({CONTENTVEC_PUBLIC_NAME}, github.com/auspicious3000/contentvec)")
     else:
-        raise CheckpointError(f"content_encoder {kind!r} is not one of hubert-soft, contentvec")
+        raise CheckpointError(f"content_encoder {kind!r} is not one of hubert-soft, contentvec, stand-in")
     if allow_standin:
         log.warning("%s not found; using the %s: content is NOT speaker-independent", wanted, StandinContentEncoder.name)
         return StandinContentEncoder().to(device)
