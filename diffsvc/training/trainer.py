@@ -291,6 +291,7 @@ class Trainer:
     # --- setup ---
     def _setup_config(self, data: PreparedData) -> Config:
         project, opts = self.options.project, self.options
+        barrier(self.dist)  # every rank looks before rank 0 may create it, so all take the same branch
         if project.exists():
             config = project.load_config()
             if opts.base_config is not None:
