@@ -4,6 +4,7 @@
                                              written once on creation (the project's settings win
                                              on resume, as in the original)
     models/NAME/model_ckpt_steps_N.ckpt      checkpoints in the original Diff-SVC layout
+    models/NAME/data_stats.json              the training data's f0 statistics (infer --key auto)
     models/NAME/logs/                        TensorBoard
 """
 
@@ -20,6 +21,7 @@ from diffsvc.data.prepared import PreparedData
 from diffsvc.errors import DiffSvcError
 
 CONFIG_NAME = "config.yaml"
+DATA_STATS_NAME = "data_stats.json"
 LOGS_NAME = "logs"
 MIN_SPEC_RANGE = 1e-3  # a mel bin that never varies in the data would divide by zero when normalised
 
@@ -63,10 +65,24 @@ class Project:
 
     # --- config ---
     def create_config(self, base: Config, data: PreparedData) -> Config:
-        """The project's config: `base` with the data's per-bin spec_min/spec_max. Written once."""
+        """The project's config: `base` with the data's per-bin spec_min/spec_max and the content
+        encoder and f0 method the data was prepared with (inference must use the same encoder).
+        Written once, with the data's f0 statistics beside it."""
         config = config_with_data_stats(base, data)
         save_config(config, self.config_path)
+        self.write_data_stats(data)
         return config
+
+    def write_data_stats(self, data: PreparedData) -> None:
+        """Copy the data's f0 statistics (median, log2 mean/std, range) for `infer --key auto`."""
+        import json
+
+        from diffsvc.fileio import atomic_write_text
+
+        stats = {k: v for k, v in data.stats.items() if k.startswith("f0_")}
+        stats["f0_settings"] = data.manifest.f0
+        stats["content"] = data.manifest.content
+        atomic_write_text(self.root / DATA_STATS_NAME, json.dumps(stats, indent=1))
 
     def load_config(self) -> Config:
         return load_config(self.config_path)
@@ -107,7 +123,14 @@ def config_with_data_stats(base: Config, data: PreparedData) -> Config:
                            "run `diffsvc preprocess` again")
     lo = [float(v) for v in stats["spec_min"][: base.keep_bins]]
     hi = [max(float(h), float(l) + MIN_SPEC_RANGE) for l, h in zip(lo, stats["spec_max"][: base.keep_bins])]
-    return base.replace(spec_min=lo, spec_max=hi)
+    changes = {"spec_min": lo, "spec_max": hi}
+    encoder = (data.manifest.content or {}).get("encoder")
+    if encoder in ("hubert-soft", "contentvec", "stand-in"):
+        changes.update(content_encoder=encoder, use_vec=encoder == "contentvec")
+    extractor = (data.manifest.f0 or {}).get("extractor")
+    if extractor in ("crepe", "crepe-tiny", "parselmouth", "fcpe"):
+        changes["f0_extractor"] = extractor
+    return base.replace(**changes)
 
 
 def check_data_matches(config: Config, data: PreparedData, config_source: str) -> None:
