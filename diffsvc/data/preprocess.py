@@ -15,12 +15,14 @@ Three phases (the format is described in `diffsvc.data.prepared`):
 3. Split and statistics: a few seeded validation pieces, spec_min/spec_max and f0 statistics over
    the training pieces, the manifest (written last), and id-keyed files of vanished pieces removed.
 
-Why content units are cached rather than computed while training: HuBERT-soft (95 M parameters)
-runs at about 36x real time on 2 CPU cores, i.e. ~0.4 s for a 15 s piece, while a training step
-on the CPU reads a whole batch in less; on a GPU the encoder would also compete with training for
-memory. `benchmarks/preprocess.py` measures the ratio (see benchmarks/results/preprocess.md).
-Units cost 51 kB per second of audio on disk. Mels are cheap (an STFT) and are recomputed whenever
-a source is re-sliced, but stored, so training does no signal processing at all.
+Why content units are cached rather than computed while training (measured by
+`benchmarks/preprocess.py`, see benchmarks/results/preprocess.md): on 2 shared CPU cores HuBERT-soft
+(95 M parameters) took 1.4 s for a 15 s piece (11x real time), 1.6x the cost of a whole training
+step on that piece (0.7x-1.6x over runs on the busy machine), every epoch again; reading the
+cached units took 0.3 ms. On a
+GPU the encoder would also hold memory beside the model being trained. Units cost 51 kB per second
+of audio on disk. Mels are cheap (an STFT) and are recomputed whenever a source is re-sliced, but
+stored, so training does no signal processing at all.
 
 Memory stays flat in file length: a file is read in blocks and sliced in windows of a few blocks;
 f0 and units are computed per piece (at most `max_s` seconds).
@@ -45,7 +47,7 @@ from diffsvc.data.prepared import (Manifest, Piece, content_hash, dataset_stats,
                                    settings_hash, write_manifest)
 from diffsvc.data.report import DatasetCheck, SourceFacts, duration, format_check, format_table
 from diffsvc.data.scan import relative_name, scan_audio
-from diffsvc.data.stream_slice import SliceSettings, StreamDrop, StreamPiece, stream_slices
+from diffsvc.data.stream_slice import SliceSettings, StreamDrop, stream_slices
 from diffsvc.errors import AudioError, DiffSvcError
 from diffsvc.fileio import atomic_write_text
 
@@ -281,6 +283,9 @@ def preprocess(raw_dir: str | os.PathLike, config, options: PreprocessOptions | 
     raw = Path(raw_dir)
     if not raw.is_dir():
         raise DiffSvcError(f"{raw}: no such folder; pass the folder that holds your recordings")
+    if config.audio_sample_rate != SAMPLE_RATE:
+        raise DiffSvcError(f"audio_sample_rate {config.audio_sample_rate}: preprocess prepares 44100 Hz data "
+                           "(the NSF-HiFiGAN setup); use a 44.1 kHz config")
     root = prepared_dir(raw)
     method = options.f0_method or config.f0_extractor
     choice = options.content or ("contentvec" if config.use_vec else config.content_encoder)
