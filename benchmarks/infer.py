@@ -62,7 +62,6 @@ def make_project(root: Path, full_size: bool, name: str = "bench", tiny: bool = 
 
 def convert(root: Path, song: Path, device, **settings) -> tuple[dict, float]:
     """Stage seconds and song seconds for one conversion with the project in `root`."""
-    import soundfile as sf
     import torch
 
     from diffsvc.audio.load import load_audio

@@ -18,13 +18,7 @@ from diffsvc.errors import CheckpointError
 def safe_torch_load(path: str | os.PathLike, *, allow_unsafe: bool = False, what: str = "model file") -> Any:
     import torch
 
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: {what} not found")
-    if path.is_dir():
-        raise CheckpointError(f"{path}: is a folder, expected a {what}")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: {what} is empty (0 bytes); copy it again")
+    path = check_model_file(path, what)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -41,6 +35,18 @@ def safe_torch_load(path: str | os.PathLike, *, allow_unsafe: bool = False, what
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # noqa: BLE001 - anything a foreign pickle raises is one line for the user
         raise CheckpointError(f"{path}: could not load {what} ({_first_line(e)})") from None
+
+
+def check_model_file(path: str | os.PathLike, what: str = "model file") -> Path:
+    """The path, or one CheckpointError line if it is missing, a folder or empty."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: {what} not found")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, expected a {what}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: {what} is empty (0 bytes); copy it again")
+    return path
 
 
 def _first_line(e: BaseException) -> str:

@@ -2,14 +2,13 @@
 round trip, safety, and every error path as one clear message."""
 
 import json
-import pickle
 
 import pytest
 import torch
 import yaml
 
 from diffsvc.checkpoint import find_checkpoints, latest_checkpoint, load_model, save_model
-from diffsvc.config import Config, load_config
+from diffsvc.config import Config
 from diffsvc.errors import CheckpointError
 from diffsvc.model.diffusion import GaussianDiffusion
 from diffsvc.safe_load import safe_torch_load

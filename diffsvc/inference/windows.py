@@ -24,6 +24,7 @@ import os
 from dataclasses import dataclass
 
 import torch
+from diffsvc.vocoder.windowed import window_spans
 
 MIN_WINDOW_FRAMES = 128  # below this the context overhead dominates
 MAX_WINDOW_FRAMES = 1500  # ~17 s; longer windows save nothing and delay the first result
@@ -56,17 +57,7 @@ class WindowPlan:
     crossfade_frames: int = DEFAULT_CROSSFADE_FRAMES
 
 
-def kept_spans(num_frames: int, window_frames: int, crossfade_frames: int) -> list[tuple[int, int]]:
-    """[start, end) spans covering num_frames; neighbours overlap by crossfade_frames."""
-    if window_frames <= crossfade_frames:
-        raise ValueError(f"window_frames ({window_frames}) must exceed crossfade_frames ({crossfade_frames})")
-    spans, start = [], 0
-    while True:
-        end = min(start + window_frames, num_frames)
-        spans.append((start, end))
-        if end >= num_frames:
-            return spans
-        start = end - crossfade_frames
+kept_spans = window_spans  # one definition of the overlapping spans, shared with the vocoder
 
 
 def plan_windows(segment: int, num_frames: int, plan: WindowPlan) -> list[Window]:

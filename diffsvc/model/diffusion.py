@@ -12,7 +12,6 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from diffsvc.model.conditioning import ConditioningEmbedding
 from diffsvc.model.diffnet import DiffNet

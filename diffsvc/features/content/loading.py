@@ -27,7 +27,6 @@ import pickle
 import re
 import types
 import zipfile
-from pathlib import Path
 from typing import Any, Mapping
 
 import torch
@@ -35,7 +34,7 @@ import torch
 from diffsvc.errors import CheckpointError
 from diffsvc.features.content.fairseq_hubert import FairseqHubertConfig, build_fairseq_hubert
 from diffsvc.features.content.hubert_soft import Hubert, HubertSoft
-from diffsvc.safe_load import safe_torch_load
+from diffsvc.safe_load import check_model_file, safe_torch_load
 
 # ----------------------------------------------------------------------------------------------
 # Restricted unpickling
@@ -172,13 +171,7 @@ _restricted_pickle.__name__ = "diffsvc_restricted_pickle"
 def restricted_torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     """torch.load for files that pickle configs (fairseq): tensors, containers, Namespace and
     inert stand-ins only. Raises CheckpointError (one line, naming the file) otherwise."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: {what} not found")
-    if path.is_dir():
-        raise CheckpointError(f"{path}: is a folder, expected a {what}")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: {what} is empty (0 bytes); copy it again")
+    path = check_model_file(path, what)
     try:
         return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle)
     except Refused as e:
