@@ -139,8 +139,14 @@ def _convert_all(args, songs, outputs, choice, device, key, singer_median, auto_
 
     loaded = load_checkpoint(choice, device, allow_unsafe=args.trust_checkpoint)
     config = loaded.config
-    if args.shallow is not None and args.shallow > loaded.model.K_step:
+    if args.shallow is not None and not 1 <= args.shallow <= loaded.model.K_step:
         raise DiffSvcError(f"--shallow {args.shallow}: must be within 1..{loaded.model.K_step} (the model's K_step)")
+    if args.shallow is None and loaded.model.K_step < loaded.model.num_timesteps:
+        # A model trained only on steps below K_step (the original's shallow-diffusion setting)
+        # cannot start from pure noise: start from the input mel noised to K_step.
+        args.shallow = loaded.model.K_step
+        print(f"K_step {loaded.model.K_step} < timesteps {loaded.model.num_timesteps}: shallow diffusion from the "
+              f"input mel at step {args.shallow}")
     vocoder = load_vocoder_for(config, device)
     encoder = load_content_encoder_for(config, device)
     settings = InferenceSettings(

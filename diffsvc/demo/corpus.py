@@ -2,9 +2,10 @@
 
 Each singer is a source-filter voice: a harmonic source (glottal-like spectral tilt, vibrato,
 a little breath noise) through a sequence of vowel formant filters, with consonant-like noise
-bursts before phrases and pauses between them. Singer A is low and dark, singer B high and
-bright, so converting A's phrase with a model of B changes timbre audibly while the melody
-(the f0 the conversion keeps) is known exactly.
+bursts before phrases and pauses between them. Singer A is dark, singer B
+bright (different vocal tract, source slope, vibrato and breathiness) in the same range, so
+converting A's phrase with a model of B changes timbre audibly while the melody (the f0 the
+conversion keeps) is known exactly.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class Singer:
     breath: float  # aspiration noise level relative to the harmonics
 
 
-SINGER_A = Singer("singer_a", base_hz=130.8, formant_scale=1.0, tilt_db_per_octave=-13.0,
+SINGER_A = Singer("singer_a", base_hz=261.6, formant_scale=1.0, tilt_db_per_octave=-13.0,
                   vibrato_hz=5.2, vibrato_cents=35.0, breath=0.02)
 SINGER_B = Singer("singer_b", base_hz=261.6, formant_scale=1.22, tilt_db_per_octave=-9.0,
                   vibrato_hz=5.8, vibrato_cents=25.0, breath=0.05)

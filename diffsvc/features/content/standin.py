@@ -4,9 +4,12 @@ Feature, per 20 ms frame of 16 kHz audio (the HuBERT-soft frame grid: 40 samples
 side, 400-sample window, 320-sample hop, so N samples give floor(N / 320) frames like HuBERT-soft):
 - 129-band log-mel power spectrum (40 Hz - 8 kHz, Hann window, 1024-point FFT);
 - its DCT (MFCCs); coefficient 0, the frame's overall level, is dropped, so a change of gain
-  (loudness) leaves the other 128 coefficients unchanged (except where the log floor is reached);
-- the 128 coefficients, scaled by a fixed constant to about unit size, then their frame-to-frame
-  differences (np.gradient) scaled the same way: 128 + 128 = 256 dims.
+  (loudness) leaves the others unchanged (except where the log floor is reached);
+- only coefficients 1-24 are kept: they describe the spectral envelope (vowels, consonants),
+  while the higher ones carry the harmonic ripple, i.e. the pitch, which must come from the f0
+  conditioning alone (with them, a model learns pitch from the content and ignores --key);
+- the 24 coefficients, scaled by a fixed constant to about unit size, then their frame-to-frame
+  differences (np.gradient) scaled the same way, zero-padded to HuBERT-soft's 256 dims.
 Deterministic, no learned weights, no randomness.
 
 This is NOT HuBERT and NOT speaker-independent: MFCCs describe the spectral envelope, which carries
@@ -30,6 +33,7 @@ PADDING = (WINDOW - HOP) // 2
 N_FFT = 1024
 N_MELS = 129  # 129 bands -> 129 MFCCs -> 128 after dropping the level coefficient
 LOG_FLOOR = 1e-8
+N_COEFFS = 24  # envelope only: higher quefrencies hold the harmonics (pitch) of f0 above ~100 Hz
 SCALE = 0.1  # MFCCs of natural-log mel power are O(10): bring them to O(1)
 
 
@@ -55,6 +59,9 @@ class StandinContentEncoder(ContentEncoder):
         frames = np.lib.stride_tricks.sliding_window_view(wav, WINDOW)[::HOP]  # [T, 400]
         spectrum = np.abs(np.fft.rfft(frames * self._window, n=N_FFT, axis=1)) ** 2  # [T, 513]
         log_mel = np.log(spectrum @ self._mel_basis.T + LOG_FLOOR)  # [T, 129]
-        mfcc = scipy.fft.dct(log_mel, type=2, norm="ortho", axis=1)[:, 1:] * SCALE  # drop level
+        mfcc = scipy.fft.dct(log_mel, type=2, norm="ortho", axis=1)[:, 1:N_COEFFS + 1] * SCALE  # drop level
         delta = np.gradient(mfcc, axis=0) if mfcc.shape[0] > 1 else np.zeros_like(mfcc)
-        return torch.from_numpy(np.concatenate([mfcc, delta], axis=1).astype(np.float32))
+        units = np.zeros((mfcc.shape[0], self.dim), dtype=np.float32)
+        units[:, :N_COEFFS] = mfcc
+        units[:, N_COEFFS:2 * N_COEFFS] = delta
+        return torch.from_numpy(units)
