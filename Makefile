@@ -23,6 +23,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/sampler.py
+	$(PY) benchmarks/features.py
+	$(PY) benchmarks/preprocess.py
+	$(PY) benchmarks/train.py
+	$(PY) benchmarks/infer.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -4,9 +4,12 @@ For a batch of clips of different lengths this measures wall time, denoiser call
 each sampler's output lies from a many-step reference solution (DDIM over every step of the
 1000-step schedule, deterministic) started from the same noise. The model is the full-size
 DiffNet with random weights (no trained checkpoint ships here): the distances measure solver
-accuracy on the model's probability-flow ODE, not audio quality.
+accuracy on the model's probability-flow ODE, not audio quality. With `--ckpt` (a trained
+checkpoint, e.g. the demo's) and `--data` (its prepared data) it uses that model and the
+conditioning of real validation/training pieces instead: the meaningful comparison.
 
     python benchmarks/sampler.py [--lengths 64 96 128] [--device auto]
+    python benchmarks/sampler.py --ckpt demo/models/singer_b/model_ckpt_steps_2000.ckpt --data demo/raw_singer_b
 
 Prints a table and writes benchmarks/results/sampler.md.
 """
@@ -40,19 +43,51 @@ def build_inputs(lengths, device, seed=0):
     return [x.to(device) for x in (units, mel2ph, f0, noise)] + [torch.tensor(lengths, device=device)]
 
 
+def real_inputs(data_dir, lengths, n_mels, device, seed=0):
+    """Content units, mel2ph and f0 of the first pieces of prepared data, cut to `lengths` frames."""
+    from diffsvc.data.dataset import collate, make_item
+    from diffsvc.data.prepared import PreparedData
+
+    data = PreparedData.find(data_dir)
+    pieces = data.pieces("valid") + data.pieces("train")
+    items = []
+    for piece, n in zip(pieces, lengths):
+        arrays = data.load(piece)
+        items.append(make_item(arrays["mel"][:n], arrays["f0"][:n], arrays["units"]))
+    if len(items) < len(lengths):
+        raise SystemExit(f"{data_dir}: only {len(items)} pieces for {len(lengths)} lengths")
+    batch = collate(items)
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(len(items), 1, n_mels, batch["mel2ph"].shape[1], generator=g)
+    return [x.to(device) for x in (batch["units"], batch["mel2ph"], batch["f0"], noise, batch["lengths"])]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[64, 96, 128], help="clip lengths in mel frames")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--reference-steps", type=int, default=1000)
+    parser.add_argument("--ckpt", help="a trained checkpoint (its config.yaml beside it) instead of random weights")
+    parser.add_argument("--data", help="prepared data (raw folder or its .diffsvc) for real conditioning; with --ckpt")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
     torch.manual_seed(0)
-    model = GaussianDiffusion.from_config(Config(spec_min=[-5.0] * 128, spec_max=[0.0] * 128))
-    # Random weights everywhere (the original zero-inits the last layer, which would predict no noise).
-    torch.nn.init.normal_(model.denoise_fn.output_projection.weight, std=0.02)
+    if args.ckpt:
+        from diffsvc.checkpoint import load_model
+
+        model = load_model(args.ckpt).model
+        what = f"trained checkpoint {args.ckpt}"
+    else:
+        model = GaussianDiffusion.from_config(Config(spec_min=[-5.0] * 128, spec_max=[0.0] * 128))
+        # Random weights everywhere (the original zero-inits the last layer, which would predict no noise).
+        torch.nn.init.normal_(model.denoise_fn.output_projection.weight, std=0.02)
+        what = "full-size DiffNet (random weights)"
     model.to(device).eval()
-    units, mel2ph, f0, noise, lengths = build_inputs(args.lengths, device)
+    if args.data:
+        units, mel2ph, f0, noise, lengths = real_inputs(args.data, args.lengths, model.n_mels, device)
+        what += f", conditioning of pieces from {args.data}"
+    else:
+        units, mel2ph, f0, noise, lengths = build_inputs(args.lengths, device)
     schedule = model.schedule()
 
     calls = {"n": 0}
@@ -80,7 +115,7 @@ def main(argv=None) -> int:
         with timed(device) as elapsed:
             outs = []
             for i, n in enumerate(args.lengths):
-                outs.append(model.sample(units[i:i + 1, :n], mel2ph[i:i + 1, :n], f0[i:i + 1, :n],
+                outs.append(model.sample(units[i:i + 1], mel2ph[i:i + 1, :n], f0[i:i + 1, :n],
                                          make_sampler("plms", schedule, speedup=20), noise=noise[i:i + 1, ..., :n]))
         original_time = elapsed()
         original_err = float(torch.stack([(o[0] - reference[i, :n]).pow(2).mean().sqrt()
@@ -104,8 +139,8 @@ def main(argv=None) -> int:
     text = "\n".join([
         "# Sampler benchmark",
         "",
-        f"Machine: {machine_line(device)}. Clips of {args.lengths} mel frames, full-size DiffNet "
-        f"(random weights), reference: DDIM over all {args.reference_steps} steps from the same noise.",
+        f"Machine: {machine_line(device)}. Clips of {args.lengths} mel frames, {what}; "
+        f"reference: DDIM over all {args.reference_steps} steps from the same noise.",
         "",
         markdown_table(headers, rows),
         "",
@@ -114,7 +149,8 @@ def main(argv=None) -> int:
         "",
     ])
     print(text)
-    path = write_result("sampler.md" if device.type == "cpu" else "sampler-cuda.md", text)
+    name = "sampler" + ("-trained" if args.ckpt else "") + ("" if device.type == "cpu" else "-cuda")
+    path = write_result(name + ".md", text)
     print(f"written to {path}")
     return 0
 
