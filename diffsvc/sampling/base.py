@@ -53,6 +53,19 @@ class Sampler(ABC):
         return torch.full((b,), t, device=like.device, dtype=torch.long)
 
 
+class SpacedSampler(Sampler):
+    """A deterministic sampler over `steps` evenly spaced steps, clipping its x0 estimates to
+    the normalised mel range [-1, 1] (DDIM, DPM-Solver++)."""
+
+    def __init__(self, schedule, steps: int = 20, clip_denoised: bool = True):
+        super().__init__(schedule)
+        self.steps = steps
+        self.clip_denoised = clip_denoised
+
+    def timesteps(self, t_start: int) -> list[int]:
+        return spaced_timesteps(t_start, self.steps)
+
+
 def spaced_timesteps(t_start: int, steps: int) -> list[int]:
     """`steps` integer steps evenly spread from t_start - 1 down to 0 (both ends included)."""
     steps = max(1, min(steps, t_start))

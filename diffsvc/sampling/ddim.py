@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from diffsvc.sampling.base import Sampler, spaced_timesteps
+from diffsvc.sampling.base import SpacedSampler
 
 
-class DDIMSampler(Sampler):
+class DDIMSampler(SpacedSampler):
     name = "ddim"
-
-    def __init__(self, schedule, steps: int = 50, clip_denoised: bool = True):
-        super().__init__(schedule)
-        self.steps = steps
-        self.clip_denoised = clip_denoised
-
-    def timesteps(self, t_start: int) -> list[int]:
-        return spaced_timesteps(t_start, self.steps)
 
     def sample(self, denoise, x, t_start, *, mask=None, generator=None, progress=None):
         ac = self.buf("alphas_cumprod", x).double()

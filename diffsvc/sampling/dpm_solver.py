@@ -2,27 +2,18 @@
 (Lu et al. 2022), as diffusers' DPMSolverMultistepScheduler with solver_order=2,
 algorithm_type="dpmsolver++", solver_type="midpoint", lower_order_final=True.
 
-One denoiser call per step; 20 steps match the original's 50-step PLMS closely
-(see benchmarks/sampler.py).
+One denoiser call per step (benchmarks/sampler.py compares it with DDIM and the original PLMS).
 """
 
 from __future__ import annotations
 
 import torch
 
-from diffsvc.sampling.base import Sampler, spaced_timesteps
+from diffsvc.sampling.base import SpacedSampler
 
 
-class DPMSolverPlusPlus2M(Sampler):
+class DPMSolverPlusPlus2M(SpacedSampler):
     name = "dpm-solver++"
-
-    def __init__(self, schedule, steps: int = 20, clip_denoised: bool = True):
-        super().__init__(schedule)
-        self.steps = steps
-        self.clip_denoised = clip_denoised
-
-    def timesteps(self, t_start: int) -> list[int]:
-        return spaced_timesteps(t_start, self.steps)
 
     def sample(self, denoise, x, t_start, *, mask=None, generator=None, progress=None):
         ac = self.buf("alphas_cumprod", x).double()
