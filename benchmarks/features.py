@@ -89,6 +89,14 @@ def log10_mel(wav: np.ndarray) -> torch.Tensor:
     return MelExtractor()(torch.from_numpy(wav))
 
 
+def tile_mel(wav: np.ndarray) -> torch.Tensor:
+    """The mel frames of one tile; a short last tile is zero-padded first (the STFT's reflect
+    padding needs more samples than one frame) and cut back to its own frames."""
+    frames = len(wav) // HOP
+    padded = np.pad(wav, (0, max(0, 4 * HOP - len(wav))))
+    return log10_mel(padded)[:frames]
+
+
 def save_release_vocoder(folder: Path) -> Path:
     """Random-weight NSF-HiFiGAN at the release size, written as the release's model + config.json."""
     from diffsvc.vocoder import Generator, save_vocoder
@@ -211,7 +219,7 @@ def child(spec: dict) -> None:
     x, y = inputs_for(part, wav, f0) if part != "vocoder" else (None, f0)
     if part == "vocoder":  # the mel of the 20 s tile, tiled: a 10-minute STFT here would be the peak
         tile = int(TILE_SECONDS * SR) // HOP
-        x = torch.cat([log10_mel(wav[i * HOP:(i + tile) * HOP]) for i in range(0, len(f0), tile)])
+        x = torch.cat([tile_mel(wav[i * HOP:(i + tile) * HOP]) for i in range(0, len(f0), tile)])
     del wav
     with_input = current_rss_mib()
     if device.type == "cuda":
