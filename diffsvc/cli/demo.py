@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fresh", action="store_true", help="delete the previous demo run first")
 
 
-def _stand_ins(models_dir: Path) -> tuple[str, str, list[str]]:
+def _stand_ins() -> tuple[str, str, list[str]]:
     """(content_encoder, vocoder, notes): real weights when present, else the stand-ins."""
     base = load_config(DEFAULT_CONFIG)
     notes = []
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     if args.fresh and work.exists():
         shutil.rmtree(work)
     raw, models, out_dir = work / "raw_singer_b", work / "models", work / "output"
-    content, vocoder, notes = _stand_ins(Path("models"))
+    content, vocoder, notes = _stand_ins()
     for note in notes:
         print(f"demo: {note}")
     config = yaml.safe_load(DEMO_CONFIG.read_text())

@@ -241,11 +241,8 @@ def make_content_encoder(choice: str, config, device: str):
     """The encoder `choice` names; never a silent stand-in (missing weights raise CheckpointError
     with the file to put where, plus the offline alternative)."""
     from diffsvc.errors import CheckpointError
-    from diffsvc.features.content import StandinContentEncoder, load_content_encoder
+    from diffsvc.features.content import load_content_encoder
 
-    if choice == "stand-in":
-        # load_content_encoder does not take "stand-in" as a choice: build it directly.
-        return StandinContentEncoder().to(device)
     try:
         return load_content_encoder(config.replace(content_encoder=choice, use_vec=False), device=device)
     except CheckpointError as e:

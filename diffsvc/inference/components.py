@@ -14,11 +14,6 @@ from diffsvc.config import Config
 def load_content_encoder_for(config: Config, device: torch.device):
     """The encoder named by config.content_encoder, on `device`. A missing HuBERT/ContentVec file is
     an error naming it (never a silent fall-back: the model was trained on that encoder's units)."""
-    if config.content_encoder == "stand-in":
-        # the factory does not take "stand-in" as a choice yet (it only falls back to it)
-        from diffsvc.features.content import StandinContentEncoder
-
-        return StandinContentEncoder().to(device)
     from diffsvc.features.content import load_content_encoder
 
     return load_content_encoder(config, device=str(device), allow_standin=False)
