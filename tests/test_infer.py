@@ -15,7 +15,9 @@ from diffsvc.cli.main import main
 from diffsvc.inference.components import load_content_encoder_for
 from diffsvc.inference.f0_io import read_f0_csv, write_f0_csv
 from diffsvc.inference.keyshift import auto_key
-from diffsvc.inference.pipeline import InferenceSettings, SongConverter, find_stretches
+from diffsvc.audio.load import load_audio
+from diffsvc.audio.spool import spool_audio
+from diffsvc.inference.pipeline import InferenceSettings, SongConverter, find_stretches, group_stretches
 from diffsvc.inference.project import choose_checkpoint, load_checkpoint
 from diffsvc.inference.windows import join_windows, plan_for_memory, plan_windows, WindowPlan
 from diffsvc.vocoder import GriffinLimVocoder
@@ -157,6 +159,121 @@ def test_batched_and_one_at_a_time_sampling_agree(work):
     b = batched.convert(wav, analysis, seed=9)
     assert b.plan.batch_size > 1 and a.plan.batch_size == 1
     np.testing.assert_allclose(a.mel_out, b.mel_out, atol=1e-5)
+
+
+def test_streamed_output_equals_the_in_memory_result_and_comes_in_pieces(work):
+    wav = sf.read(work / "song.wav", dtype="float32")[0]
+    conv = converter_for(work, window_frames=40, batch_size=2)
+    analysis = conv.analyse(wav)
+    whole = conv.convert(wav, analysis, seed=3)
+    chunks: list[np.ndarray] = []
+    streamed = conv.convert_to(chunks.append, wav, analysis, seed=3)
+    np.testing.assert_array_equal(np.concatenate(chunks), whole.audio)
+    # no piece is the whole song: the longest is one voiced stretch (the first note and its context)
+    voiced = [s for s in analysis.stretches if s.voiced]
+    assert max(len(c) for c in chunks) == max(s.end - s.start for s in voiced) < len(wav) / 2
+    assert streamed.audio is None and streamed.mel_in is None and streamed.mel_out is None
+    np.testing.assert_array_equal(streamed.f0_cond_hz, whole.f0_cond_hz)
+
+
+def test_a_long_voiced_stretch_is_converted_in_crossfaded_sections(work):
+    # 6 s of continuous singing: one stretch normally; with 2 s sections, three or more overlapping ones
+    wav, _ = synth_voice(6.0, SR, f0=[(2.0, 200.0), (2.0, 240.0), (2.0, 280.0)], seed=6, consonants=False)
+    whole_conv = converter_for(work)
+    sectioned_conv = converter_for(work, section_seconds=2.0)
+    one = whole_conv.analyse(wav)
+    parts = sectioned_conv.analyse(wav)
+    assert [s.voiced for s in one.stretches].count(True) == 1
+    sections = [s for s in parts.stretches if s.voiced]
+    assert len(sections) >= 3 and all(s.end - s.start <= 2 * SR for s in sections)
+    assert all(a.end == b.start and a.post > 0 and b.pre > 0 for a, b in zip(sections, sections[1:]))
+    chunks: list[np.ndarray] = []
+    sectioned_conv.convert_to(chunks.append, wav, parts, seed=2)
+    assert max(len(c) for c in chunks) <= 2 * SR  # memory follows the section, not the song
+    whole = whole_conv.convert(wav, one, seed=2)
+    cut = sectioned_conv.convert(wav, parts, seed=2)
+    np.testing.assert_array_equal(np.concatenate(chunks), cut.audio)
+    assert len(cut.audio) == len(wav)
+    # the same noise per frame and nearly the same conditioning (mel2ph spreads a section's units
+    # over its own frames): away from the cuts the sections sample close to what one pass samples,
+    # far closer than another seed does
+    np.testing.assert_array_equal(cut.f0_cond_hz, whole.f0_cond_hz)
+    far = np.ones(len(whole.mel_out), dtype=bool)
+    for s in sections[1:]:
+        far[max(0, s.start // HOP - 40):s.start // HOP + 40] = False
+    assert far.sum() > len(far) // 2
+    other_seed = whole_conv.convert(wav, one, seed=3)
+    section_error = np.abs(cut.mel_out[far] - whole.mel_out[far]).mean()
+    seed_spread = np.abs(other_seed.mel_out[far] - whole.mel_out[far]).mean()
+    assert section_error < 0.1 * seed_spread
+    # no dip at the cuts: the 10 ms level there is not far below its neighbourhood's
+    level = np.sqrt(np.convolve(cut.audio ** 2, np.ones(441) / 441, mode="same"))
+    for s in sections[1:]:
+        around = level[s.start - SR // 4:s.start + SR // 4]
+        assert level[s.start - 1100:s.start + 1100].min() > 0.3 * np.median(around)
+
+
+def test_stretches_are_grouped_to_fill_batches():
+    assert group_stretches([1, 1, 1, 1, 1], 2) == [[0, 1], [2, 3], [4]]
+    assert group_stretches([5, 1, 1, 3], 4) == [[0], [1, 2, 3]]
+    assert group_stretches([1, 1, 1], 1) == [[0], [1], [2]]
+    assert group_stretches([], 4) == []
+
+
+def test_spooled_song_reads_and_converts_like_the_loaded_array(work, tmp_path):
+    wav, _ = synth_voice(4.0, 22050, f0=MELODY, seed=1)
+    sf.write(work / "stereo.flac", np.stack([wav, 0.5 * wav], axis=1), 22050)
+    loaded = load_audio(work / "stereo.flac", SR)
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    with spool_audio(work / "stereo.flac", SR, block_seconds=0.7, temp_dir=spool_dir) as song:
+        assert len(song) == len(loaded)
+        assert any(spool_dir.iterdir())  # the decoded song lives on disk while in use
+        np.testing.assert_allclose(song[0:len(song)], loaded, atol=1e-4)  # stream resampler vs one shot
+        np.testing.assert_array_equal(song[1000:1010], song[0:len(song)][1000:1010])
+        assert song.peak == pytest.approx(np.abs(loaded).max(), abs=1e-4)
+        conv = converter_for(work)
+        analysis = conv.analyse(song)
+        assert analysis.stretches == conv.analyse(loaded).stretches
+        a = conv.convert(song, analysis, seed=1)
+        b = conv.convert(loaded, analysis, seed=1)
+        np.testing.assert_allclose(a.mel_out, b.mel_out, atol=1e-3)
+    assert not any(spool_dir.iterdir())  # removed on close
+
+
+def test_spool_refuses_bad_files_and_leaves_nothing(tmp_path):
+    from diffsvc.errors import AudioError
+
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    (tmp_path / "empty.wav").write_bytes(b"")
+    sf.write(tmp_path / "nan.wav", np.full(4410, np.nan, dtype=np.float32), SR, subtype="FLOAT")
+    sf.write(tmp_path / "short.wav", np.zeros(100, dtype=np.float32), SR)
+    for name, needle in (("missing.wav", "not found"), ("empty.wav", "empty"), ("nan.wav", "NaN"),
+                         ("short.wav", "too short")):
+        with pytest.raises(AudioError, match=needle):
+            spool_audio(tmp_path / name, SR, temp_dir=spool_dir)
+    assert not any(spool_dir.iterdir())
+
+
+def test_a_failed_conversion_leaves_no_output_file(work, capsys, monkeypatch):
+    from diffsvc.inference import pipeline
+
+    calls = []
+
+    def failing_vocode(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the first stretch was already written to the temporary file
+            raise RuntimeError("killed mid-song")
+        return original(self, *args, **kwargs)
+
+    original = pipeline.SongConverter._vocode
+    monkeypatch.setattr(pipeline.SongConverter, "_vocode", failing_vocode)
+    with pytest.raises(RuntimeError, match="killed mid-song"):
+        main(["infer", "song.wav", "--seed", "0", "--quiet", "--batch-size", "1"])
+    assert len(calls) == 2
+    _no_output(work)
+    assert not any(p.name.startswith(".") for p in work.glob("output/.*"))
 
 
 def test_window_plan_and_join():

@@ -143,3 +143,17 @@ def test_inference_on_silence_and_continuous_sound():
     segments = split_for_inference(wav, SR, max_len_s=6.0)
     assert all(s.voiced for s in segments) and segments[-1].end == len(wav)
     assert all(s.seconds(SR) <= 6.0 for s in segments)
+
+
+@pytest.mark.parametrize("n", [1, 441, 1764, 132_317])
+def test_frame_energy_equals_librosa_rms_in_chunks(n):
+    import librosa
+
+    from diffsvc.audio.slicer import frame_energy_db
+
+    rng = np.random.default_rng(n)
+    wav = (rng.standard_normal(n) * np.linspace(0, 1, n) ** 3).astype(np.float32)
+    rms = librosa.feature.rms(y=wav, frame_length=1764, hop_length=441, center=True, pad_mode="constant")[0]
+    energy = frame_energy_db(wav, 44100, chunk_frames=37)  # chunks that do not divide the frames
+    assert energy.hop == 441
+    np.testing.assert_allclose(energy.db, 20 * np.log10(np.maximum(rms, 1e-10)), atol=1e-3)

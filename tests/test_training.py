@@ -186,6 +186,28 @@ def test_padding_does_not_change_the_masked_loss_and_split_batches_add_up(data_d
                 torch.testing.assert_close(total, whole, rtol=1e-5, atol=1e-6)
 
 
+def test_items_keep_the_original_limits_max_frames_and_max_input_tokens():
+    import numpy as np
+
+    from diffsvc.data.dataset import make_item
+    from diffsvc.features.align import align_content_to_mel
+
+    rng = np.random.default_rng(0)
+    mel = rng.standard_normal((200, 8)).astype(np.float32)
+    f0 = np.full(200, 220.0, dtype=np.float32)
+    units = rng.standard_normal((70, 4)).astype(np.float32)
+    whole = make_item(mel, f0, units)
+    assert whole["mel"].shape == (200, 8) and whole["units"].shape == (70, 4)
+    assert make_item(mel, f0, units, max_frames=120)["mel"].shape[0] == 120
+    cut = make_item(mel, f0, units, max_input_tokens=30)
+    # the units are cut to 30, and so are the mel frames that read units past them
+    assert cut["units"].shape[0] == 30 and int(cut["mel2ph"].max()) == 30
+    frames = int((align_content_to_mel(70, 200) <= 30).sum())
+    assert cut["mel"].shape[0] == cut["f0"].shape[0] == cut["mel2ph"].shape[0] == frames < 200
+    torch.testing.assert_close(cut["mel"], whole["mel"][:frames])
+    torch.testing.assert_close(cut["mel2ph"], whole["mel2ph"][:frames])
+
+
 def test_batch_chooser_arithmetic():
     gib, mib = 2**30, 2**20
     # Peaks measured at 1000, 2000 and 4000 frames: 2 GiB fixed, 1 MiB per frame.

@@ -26,6 +26,7 @@ import numpy as np
 from diffsvc.errors import AudioError
 
 RESAMPLE_QUALITY = "HQ"  # soxr quality; identical to librosa.resample(res_type="soxr_hq")
+SILENT_DB = -60.0  # a peak below this is a silent recording
 CLIP_LEVEL = 0.999  # |x| at or above this counts as clipped (int formats top out at 1 - 2^-15)
 
 
@@ -57,7 +58,7 @@ def peak_db(wav: np.ndarray) -> float:
     return _amp_to_db(float(np.max(np.abs(wav)))) if wav.size else -math.inf
 
 
-def is_silent(wav: np.ndarray, db: float = -60.0) -> bool:
+def is_silent(wav: np.ndarray, db: float = SILENT_DB) -> bool:
     """True when the peak never reaches `db` dBFS."""
     return peak_db(wav) < db
 

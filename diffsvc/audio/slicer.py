@@ -8,8 +8,9 @@ Inference (`split_for_inference`): segments tagged voiced/silent that cover the 
 gap, so the output can be stitched back to the input's exact length; voiced segments are at most
 `max_len_s` long.
 
-Energies come from librosa.feature.rms on 10 ms hops (40 ms windows) and are compared with an
-absolute threshold in dBFS, as the original slicer did (-40 dB default).
+Energies are librosa.feature.rms's on 10 ms hops (40 ms windows), computed in chunks so that
+memory stays flat, and are compared with an absolute threshold in dBFS, as the original slicer
+did (-40 dB default).
 """
 
 from __future__ import annotations
@@ -58,14 +59,30 @@ class _Energy:
     hop: int  # samples; frame i is centred on sample i*hop
 
 
-def frame_energy_db(wav: np.ndarray, sr: int, hop_s: float = 0.01, win_s: float = 0.04) -> _Energy:
-    import librosa
-
+def frame_energy_db(wav, sr: int, hop_s: float = 0.01, win_s: float = 0.04, *,
+                    chunk_frames: int = 1000) -> _Energy:
+    """RMS level per hop, as librosa.feature.rms(center=True, pad_mode="constant") computes it,
+    worked out a chunk of frames at a time. Why not librosa itself: its framing squares every
+    sample win/hop (4) times at once, so a 10-minute song needed ~0.5 GB here; this reads any
+    sliceable `wav` (a numpy array or a SpooledAudio) in chunks, with memory flat in its length."""
     hop = max(1, int(round(hop_s * sr)))
     win = max(hop, int(round(win_s * sr)))
-    rms = librosa.feature.rms(y=np.asarray(wav, dtype=np.float32), frame_length=win, hop_length=hop,
-                              center=True, pad_mode="constant")[0]
-    return _Energy(20.0 * np.log10(np.maximum(rms, 1e-10)), hop)
+    n = len(wav)
+    half = win // 2
+    n_frames = 1 + (n + 2 * half - win) // hop if n else 0
+    db = np.empty(n_frames, dtype=np.float32)
+    for f0 in range(0, n_frames, chunk_frames):
+        f1 = min(n_frames, f0 + chunk_frames)
+        lo, hi = f0 * hop - half, (f1 - 1) * hop - half + win  # samples the chunk's frames read
+        x = np.zeros(hi - lo, dtype=np.float64)
+        a, b = max(0, lo), min(n, hi)
+        if b > a:
+            x[a - lo:b - lo] = np.asarray(wav[a:b], dtype=np.float64)
+        cumulative = np.concatenate([[0.0], np.cumsum(x * x)])
+        starts = np.arange(f1 - f0) * hop
+        power = np.maximum(cumulative[starts + win] - cumulative[starts], 0.0) / win
+        db[f0:f1] = 20.0 * np.log10(np.maximum(np.sqrt(power), 1e-10))
+    return _Energy(db, hop)
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -178,7 +195,7 @@ def slice_audio(wav: np.ndarray, sr: int, *, db: float = -40.0, min_s: float = 1
     return result
 
 
-def split_for_inference(wav: np.ndarray, sr: int, db: float = -40.0, max_len_s: float = 30.0, *,
+def split_for_inference(wav, sr: int, db: float = -40.0, max_len_s: float = 30.0, *,
                         keep_silence_s: float = 0.2, min_silence_s: float = 0.5) -> list[Segment]:
     """Voiced/silent segments covering [0, len(wav)) without gaps or overlaps.
 
@@ -186,7 +203,8 @@ def split_for_inference(wav: np.ndarray, sr: int, db: float = -40.0, max_len_s: 
     `keep_silence_s` of context left on each neighbouring voiced segment. Voiced segments longer
     than `max_len_s` are cut at short pauses or, failing those, at their quietest window.
     """
-    wav = np.asarray(wav, dtype=np.float32)
+    if isinstance(wav, np.ndarray) or not hasattr(wav, "__getitem__"):
+        wav = np.asarray(wav, dtype=np.float32)  # else a sliceable such as SpooledAudio, read by the slice
     n = len(wav)
     if n == 0:
         return []

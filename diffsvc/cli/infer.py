@@ -129,10 +129,11 @@ def _convert_all(args, songs, outputs, choice, device, key, singer_median, auto_
     import numpy as np
     import torch
 
-    from diffsvc.audio.load import is_silent, load_audio
+    from diffsvc.audio.load import SILENT_DB
+    from diffsvc.audio.spool import spool_audio
     from diffsvc.inference.components import load_content_encoder_for, load_vocoder_for
     from diffsvc.inference.f0_io import read_f0_csv, write_f0_csv
-    from diffsvc.inference.output import write_audio
+    from diffsvc.inference.output import audio_writer
     from diffsvc.inference.pipeline import InferenceSettings, SongConverter
     from diffsvc.inference.plot import write_plot
     from diffsvc.inference.project import load_checkpoint
@@ -161,27 +162,30 @@ def _convert_all(args, songs, outputs, choice, device, key, singer_median, auto_
     total_audio = 0.0
     for song, out in zip(songs, outputs):
         with converter.timer("load"):
-            wav = load_audio(song, sr)
-        total_audio += len(wav) / sr
-        f0_given = read_f0_csv(args.f0_in, converter.num_frames(len(wav)), config.hop_size, sr) if args.f0_in else None
-        analysis = converter.analyse(wav, f0_given)
-        if args.f0_out:
-            write_f0_csv(args.f0_out, analysis.f0_hz, config.hop_size, sr)
-        note = ""
-        shift = key
-        if key == "auto":
-            shift = auto_key(analysis.f0_hz, singer_median)
-            voiced = analysis.f0_hz[analysis.f0_hz > 0]
-            median = f"{float(np.median(voiced)):.1f} Hz" if voiced.size else "no voiced frames"
-            note = f" (--key auto: song median {median}, singer median {singer_median:.1f} Hz)"
-        result = converter.convert(wav, analysis, key=float(shift), seed=seed)
-        write_audio(out, result.audio, sr)
-        if args.plot:
-            write_plot(out.with_suffix(".png"), result.mel_in, result.mel_out, result.f0_hz, result.f0_cond_hz,
-                       config.hop_size, sr, title=f"{song.name} -> {out.name}, key {shift:+g}")
-        silent = " (silent input: silent output)" if is_silent(wav) else ""
+            # decoded once to a temporary file and read back by the stretch: memory stays flat
+            wav = spool_audio(song, sr)
+        with wav:
+            total_audio += len(wav) / sr
+            f0_given = read_f0_csv(args.f0_in, converter.num_frames(len(wav)), config.hop_size, sr) \
+                if args.f0_in else None
+            analysis = converter.analyse(wav, f0_given)
+            if args.f0_out:
+                write_f0_csv(args.f0_out, analysis.f0_hz, config.hop_size, sr)
+            note = ""
+            shift = key
+            if key == "auto":
+                shift = auto_key(analysis.f0_hz, singer_median)
+                voiced = analysis.f0_hz[analysis.f0_hz > 0]
+                median = f"{float(np.median(voiced)):.1f} Hz" if voiced.size else "no voiced frames"
+                note = f" (--key auto: song median {median}, singer median {singer_median:.1f} Hz)"
+            with audio_writer(out, sr) as write:
+                result = converter.convert_to(write, wav, analysis, key=float(shift), seed=seed, keep_mels=args.plot)
+            if args.plot:
+                write_plot(out.with_suffix(".png"), result.mel_in, result.mel_out, result.f0_hz, result.f0_cond_hz,
+                           config.hop_size, sr, title=f"{song.name} -> {out.name}, key {shift:+g}")
+            silent = " (silent input: silent output)" if wav.peak_db < SILENT_DB else ""
         print(f"{out}: key {shift:+g} semitones{note}{silent}", file=sys.stderr)
-        del result, wav
+        del result
         if device.type == "cuda":
             torch.cuda.empty_cache()  # give the next file (and other programs) the memory back
     plan = converter._last_plan

@@ -15,13 +15,22 @@ from diffsvc.features.pitch import norm_interp_f0
 
 
 def make_item(mel: np.ndarray, f0_hz: np.ndarray, units: np.ndarray, *, crop_frames: int = 0,
-              rng: random.Random | None = None, max_frames: int = 42000) -> dict[str, torch.Tensor]:
+              rng: random.Random | None = None, max_frames: int = 42000,
+              max_input_tokens: int = 60000) -> dict[str, torch.Tensor]:
     """One training item: mel [T,M], log2 f0 with gaps interpolated [T], units [Th,256] and
     mel2ph [T] (1-based into units). Long items are cropped at random to crop_frames (ours),
-    keeping just the content frames the crop reads."""
+    keeping just the content frames the crop reads.
+
+    The original's limits: mel[:max_frames] and units[:max_input_tokens]. It cut the units
+    without cutting the mel frames that read them (an index error for such an item); here the
+    mel frames past the last kept unit go too, so the item stays consistent."""
     t = min(len(mel), len(f0_hz), max_frames)
-    mel, f0_hz = mel[:t], f0_hz[:t]
     mel2ph = align_content_to_mel(len(units), t)
+    if len(units) > max_input_tokens:
+        units = units[:max_input_tokens]
+        t = int(np.searchsorted(mel2ph, max_input_tokens, side="right"))  # mel2ph never decreases
+        mel2ph = mel2ph[:t]
+    mel, f0_hz = mel[:t], f0_hz[:t]
     if crop_frames and t > crop_frames:
         start = (rng or random).randrange(0, t - crop_frames + 1)
         mel = mel[start:start + crop_frames]
@@ -45,8 +54,9 @@ class PieceDataset(Dataset):
     """Items of one split. crop_frames > 0 crops long pieces at random (seeded per epoch)."""
 
     def __init__(self, data: PreparedData, split: str = "train", crop_frames: int = 0, seed: int = 1234,
-                 max_frames: int = 42000):
+                 max_frames: int = 42000, max_input_tokens: int = 60000):
         self.data = data
+        self.max_input_tokens = max_input_tokens
         self.pieces: list[Piece] = data.pieces(split)
         self.crop_frames = crop_frames
         self.seed = seed
@@ -67,7 +77,7 @@ class PieceDataset(Dataset):
         arrays = self.data.load(self.pieces[index])
         rng = random.Random(hash((self.seed, self.epoch, index)) & 0xFFFFFFFF)
         return make_item(arrays["mel"], arrays["f0"], arrays["units"], crop_frames=self.crop_frames, rng=rng,
-                         max_frames=self.max_frames)
+                         max_frames=self.max_frames, max_input_tokens=self.max_input_tokens)
 
 
 def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

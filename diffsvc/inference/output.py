@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -50,3 +52,21 @@ def write_audio(path: Path, wav: np.ndarray, sample_rate: int) -> Path:
     except OSError as e:
         raise DiffSvcError(f"{path}: cannot write the output ({e.strerror or e})") from None
     return path
+
+
+@contextlib.contextmanager
+def audio_writer(path: Path, sample_rate: int) -> Iterator[Callable[[np.ndarray], None]]:
+    """Yield `write(chunk)` that appends float audio to `path` (16-bit PCM, clipped to [-1, 1])
+    as it comes, so a long song is never held whole; the file appears under its name only when
+    the block ends without an error."""
+    import soundfile as sf
+
+    fmt = path.suffix.lstrip(".").lower()
+    if fmt not in FORMATS:
+        raise DiffSvcError(f"{path}: unsupported output format {fmt!r}; use .wav or .flac")
+    try:
+        with atomic_path(path) as tmp, sf.SoundFile(str(tmp), "w", sample_rate, 1, subtype=FORMATS[fmt],
+                                                    format=fmt.upper()) as out:
+            yield lambda chunk: out.write(np.clip(np.asarray(chunk, dtype=np.float32), -1.0, 1.0))
+    except OSError as e:
+        raise DiffSvcError(f"{path}: cannot write the output ({e.strerror or e})") from None

@@ -1,20 +1,26 @@
 """The song pipeline: a 44.1 kHz waveform of any length in, the converted waveform (same length) out.
 
     converter = SongConverter(loaded_model, content_encoder, vocoder, device, settings)
-    analysis = converter.analyse(wav)                    # slicing + f0 (the --f0-out curve)
-    result = converter.convert(wav, analysis, key=0, seed=1)
+    analysis = converter.analyse(song)                   # slicing + f0 (the --f0-out curve)
+    converter.convert_to(write, song, analysis, key=0, seed=1)   # streamed to write(chunk)
+    result = converter.convert(song, analysis, key=0, seed=1)    # or all in memory
+
+`song` is a numpy array or a SpooledAudio (the CLI's: decoded once to a temporary file), read a
+stretch at a time, so memory does not grow with the song's length.
 
 1. The file is cut at silences (`split_for_inference`); consecutive voiced pieces are merged back,
    so voiced audio is only ever divided into sampling windows (crossfaded in the mel domain) and
    never into separately vocoded pieces. Boundaries are moved onto the mel hop grid, so every
    stretch's frames are frames of the whole file.
-2. Per voiced stretch: mel (for --shallow and the plot), f0, content units, mel2ph.
-3. All windows of all stretches are sampled in batches (`lengths=` masking keeps them apart).
-   The start noise is drawn per stretch from a generator seeded by (seed, first frame), and each
-   window takes its slice: a frame's noise does not depend on how the song was windowed.
-4. Per stretch: the joined mel, clipped to [mel_vmin, mel_vmax], is vocoded with f0 = 2^(shifted
-   log2 f0) (the original's after_infer), cut to the stretch's length.
-5. Silent stretches are exact zeros (silence in, silence out); voiced stretches fade in/out over
+2. Voiced stretches are worked through in order, in groups holding about one batch of windows
+   (`group_stretches`): per stretch its mel (for --shallow and the plot), content units, mel2ph
+   and shifted f0; then the group's windows are sampled in batches, longest first (`lengths=`
+   masking keeps them apart). The start noise is drawn per stretch from a generator seeded by
+   (seed, first frame), and each window takes its slice: a frame's noise does not depend on how
+   the song was windowed or grouped.
+3. Per stretch: the joined mel, clipped to [mel_vmin, mel_vmax], is vocoded with f0 = 2^(shifted
+   log2 f0) (the original's after_infer), cut to the stretch's length, and written.
+4. Silent stretches are exact zeros (silence in, silence out); voiced stretches fade in/out over
    10 ms where they meet a silent one, so the step to digital zero does not click. Shorter pauses
    inside a voiced stretch (>= 0.1 s below --slice-db in the input) are gated to zero the same way:
    the model's output there is not silence (and the original fed the vocoder an interpolated f0
@@ -28,6 +34,7 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -38,14 +45,19 @@ from diffsvc.checkpoint import LoadedModel
 from diffsvc.features.align import align_content_to_mel
 from diffsvc.features.f0 import make_f0_extractor
 from diffsvc.features.pitch import denorm_f0, norm_interp_f0, shift_key
-from diffsvc.inference.windows import (DEFAULT_CONTEXT_FRAMES, DEFAULT_CROSSFADE_FRAMES, Window, WindowPlan,
+from diffsvc.inference.windows import (DEFAULT_CONTEXT_FRAMES, DEFAULT_CROSSFADE_FRAMES, MAX_BATCH, MAX_BATCH_CPU,
+                                       Window, WindowPlan,
                                        free_memory_bytes, join_windows, measured_bytes_per_frame,
                                        plan_for_memory, plan_windows)
 from diffsvc.sampling import make_sampler
 
 SILENCE_FADE_S = 0.01
 GATE_MIN_PAUSE_S = 0.1
-SLICE_MAX_LEN_S = 60.0  # the slicer's cap; its cuts inside voiced audio are merged away again
+NOISE_BLOCK_FRAMES = 256
+LENGTH_BUCKET = 64
+SECTION_MAX_S = 60.0  # a longer voiced stretch is converted in sections, so memory stays flat
+SECTION_CONTEXT_FRAMES = 16  # each section also converts this much of its neighbour (~0.19 s) ...
+SECTION_CROSSFADE_S = 0.05  # ... and the two are crossfaded over this span around the cut
 STAGES = ("load", "f0", "content", "sampling", "vocoder")
 
 
@@ -60,16 +72,26 @@ class InferenceSettings:
     batch_size: int | None = None  # None: from free memory
     context_frames: int = DEFAULT_CONTEXT_FRAMES
     crossfade_frames: int = DEFAULT_CROSSFADE_FRAMES
+    section_seconds: float = SECTION_MAX_S  # longer voiced stretches are converted in sections
     progress: bool = False
 
 
 @dataclass(frozen=True)
 class Stretch:
-    """Samples [start, end) of the song; frames [start // hop, ceil(end / hop))."""
+    """Samples [start, end) of the song; frames [start // hop, ceil(end / hop)). A voiced stretch
+    that meets another voiced one (a long stretch cut into sections) is converted with `pre` /
+    `post` extra samples on that side, and the two are crossfaded around the cut."""
 
     start: int
     end: int
     voiced: bool
+    pre: int = 0
+    post: int = 0
+
+    @property
+    def render(self) -> tuple[int, int]:
+        """The samples converted: [start - pre, end + post)."""
+        return self.start - self.pre, self.end + self.post
 
 
 @dataclass
@@ -80,9 +102,9 @@ class Analysis:
 
 @dataclass
 class Conversion:
-    audio: np.ndarray  # float32 [N], N = len(input)
-    mel_in: np.ndarray  # [n_frames, M] log10
-    mel_out: np.ndarray  # [n_frames, M] log10, as vocoded (clipped)
+    audio: np.ndarray | None  # float32 [N], N = len(input) (None from convert_to: it was written)
+    mel_in: np.ndarray | None  # [n_frames, M] log10 (kept for convert and keep_mels only)
+    mel_out: np.ndarray | None  # [n_frames, M] log10, as vocoded (clipped)
     f0_hz: np.ndarray  # [n_frames] the f0 used (extracted or --f0-in)
     f0_cond_hz: np.ndarray  # [n_frames] the conditioning f0 after the key shift (0 in silence)
     key: float
@@ -121,27 +143,42 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, disable=not enabled, file=sys.stderr, leave=False, unit="step")
 
 
-def find_stretches(wav: np.ndarray, sample_rate: int, hop: int, db: float) -> list[Stretch]:
-    """Voiced and silent stretches covering the song, boundaries on the hop grid, voiced merged."""
+def find_stretches(wav, sample_rate: int, hop: int, db: float, *, max_section_s: float = SECTION_MAX_S,
+                   crossfade_s: float = SECTION_CROSSFADE_S,
+                   context_frames: int = SECTION_CONTEXT_FRAMES) -> list[Stretch]:
+    """Voiced and silent stretches covering the song, boundaries on the hop grid.
+
+    Consecutive voiced pieces are merged up to `max_section_s`: voiced audio is divided into
+    separately vocoded sections only when a stretch is longer than that, and then at the slicer's
+    cut points (short pauses, else the quietest window), with `context_frames` of overlap on each
+    side of the cut and an equal-power crossfade over `crossfade_s` around it."""
     n = len(wav)
+    half = max(1, int(crossfade_s * sample_rate) // 2)
+    context = max(context_frames * hop, -(-half // hop) * hop)
+    shortest_section = 2 * context
+    pieces: list[list] = []  # [start, end, voiced] on the hop grid
+    segments = split_for_inference(wav, sample_rate, db, max_section_s)
+    for i, seg in enumerate(segments):
+        start = 0 if i == 0 else round(seg.start / hop) * hop
+        end = n if i == len(segments) - 1 else round(seg.end / hop) * hop
+        if end > start:
+            pieces.append([start, end, seg.voiced])
     merged: list[list] = []
-    for seg in split_for_inference(wav, sample_rate, db, SLICE_MAX_LEN_S):
-        if merged and merged[-1][2] == seg.voiced:
-            merged[-1][1] = seg.end
+    for start, end, voiced in pieces:
+        if merged and merged[-1][2] == voiced and (
+                not voiced or end - merged[-1][0] <= max_section_s * sample_rate
+                or min(end - start, merged[-1][1] - merged[-1][0]) < shortest_section):
+            merged[-1][1] = end
         else:
-            merged.append([seg.start, seg.end, seg.voiced])
-    stretches = []
-    for i, (start, end, voiced) in enumerate(merged):
-        start = 0 if i == 0 else int(round(start / hop)) * hop
-        end = n if i == len(merged) - 1 else int(round(end / hop)) * hop
-        if end <= start:
-            continue
-        if stretches and stretches[-1].voiced == voiced:
-            stretches[-1] = Stretch(stretches[-1].start, end, voiced)
-        else:
-            stretches.append(Stretch(start, end, voiced))
+            merged.append([start, end, voiced])
     # a stretch too short for content units (< 3 frames) is left silent
-    return [s if s.end - s.start >= 3 * hop else Stretch(s.start, s.end, False) for s in stretches]
+    stretches = [Stretch(a, b, v and b - a >= 3 * hop) for a, b, v in merged]
+    for i in range(len(stretches) - 1):  # sections of one voiced stretch overlap around their cut
+        left, right = stretches[i], stretches[i + 1]
+        if left.voiced and right.voiced:
+            stretches[i] = Stretch(left.start, left.end, True, left.pre, min(context, n - left.end))
+            stretches[i + 1] = Stretch(right.start, right.end, True, context, right.post)
+    return stretches
 
 
 def silence_gate(wav: np.ndarray, sample_rate: int, db: float, min_pause_s: float = GATE_MIN_PAUSE_S,
@@ -168,7 +205,14 @@ def silence_gate(wav: np.ndarray, sample_rate: int, db: float, min_pause_s: floa
 
 
 def frames_of(stretch: Stretch, hop: int) -> tuple[int, int]:
+    """The stretch's own frames."""
     return stretch.start // hop, -(-stretch.end // hop)
+
+
+def render_frames(stretch: Stretch, hop: int) -> tuple[int, int]:
+    """The frames converted for the stretch (its own and the overlap into a neighbouring section)."""
+    start, end = stretch.render
+    return start // hop, -(-end // hop)
 
 
 class SongConverter:
@@ -199,14 +243,17 @@ class SongConverter:
     def num_frames(self, num_samples: int) -> int:
         return -(-num_samples // self.hop)
 
-    def _stretch_wav(self, wav: np.ndarray, s: Stretch) -> np.ndarray:
-        a, b = frames_of(s, self.hop)
-        piece = wav[s.start:s.end]
+    def _stretch_wav(self, wav, s: Stretch) -> np.ndarray:
+        """The samples converted for `s`, padded to whole frames."""
+        a, b = render_frames(s, self.hop)
+        start, end = s.render
+        piece = wav[start:end]
         return np.pad(piece, (0, (b - a) * self.hop - len(piece))).astype(np.float32, copy=False)
 
     def analyse(self, wav: np.ndarray, f0_hz: np.ndarray | None = None) -> Analysis:
         """Find the stretches and, unless `f0_hz` (whole-song grid) is given, extract f0 in the voiced ones."""
-        stretches = find_stretches(wav, self.sample_rate, self.hop, self.settings.slice_db)
+        stretches = find_stretches(wav, self.sample_rate, self.hop, self.settings.slice_db,
+                                   max_section_s=self.settings.section_seconds)
         n_frames = self.num_frames(len(wav))
         if f0_hz is not None:
             f0 = np.asarray(f0_hz, dtype=np.float32)
@@ -214,9 +261,9 @@ class SongConverter:
             f0 = np.zeros(n_frames, dtype=np.float32)
             voiced = [s for s in stretches if s.voiced]
             with self.timer("f0"), _progress(len(voiced), "f0", self.settings.progress) as bar:
-                for s in voiced:
-                    a, b = frames_of(s, self.hop)
-                    f0[a:b] = self.f0_extractor().extract(self._stretch_wav(wav, s), b - a)
+                for s in voiced:  # extracted with the overlap as context, kept for the own frames
+                    (a, b), (ra, rb) = frames_of(s, self.hop), render_frames(s, self.hop)
+                    f0[a:b] = self.f0_extractor().extract(self._stretch_wav(wav, s), rb - ra)[a - ra:b - ra]
                     bar.update(1)
         for s in stretches:  # silence has no pitch, whatever an edited curve says
             if not s.voiced:
@@ -230,7 +277,8 @@ class SongConverter:
         if self._bytes_per_frame is None:
             self._bytes_per_frame = measured_bytes_per_frame(self.model, self.device)
         plan = plan_for_memory(self._bytes_per_frame, free_memory_bytes(self.device), longest,
-                               context_frames=s.context_frames, crossfade_frames=s.crossfade_frames)
+                               context_frames=s.context_frames, crossfade_frames=s.crossfade_frames,
+                               max_batch=MAX_BATCH if self.device.type == "cuda" else MAX_BATCH_CPU)
         if s.window_frames is not None:
             plan = WindowPlan(s.window_frames, plan.batch_size, s.context_frames, s.crossfade_frames)
         if s.batch_size is not None:
@@ -238,102 +286,137 @@ class SongConverter:
         return plan
 
     # --- conversion -------------------------------------------------------------------------
+    def convert(self, wav, analysis: Analysis, *, key: float = 0.0, seed: int = 0) -> Conversion:
+        """The whole converted song in memory, with its mels (for tests, the plot and the API)."""
+        sink = ArraySink(len(wav))
+        result = self.convert_to(sink.write, wav, analysis, key=key, seed=seed, keep_mels=True)
+        result.audio = sink.audio
+        return result
+
     @torch.inference_mode()
-    def convert(self, wav: np.ndarray, analysis: Analysis, *, key: float = 0.0, seed: int = 0) -> Conversion:
+    def convert_to(self, write: Callable[[np.ndarray], None], wav, analysis: Analysis, *, key: float = 0.0,
+                   seed: int = 0, keep_mels: bool = False) -> Conversion:
+        """Convert `wav` (a numpy array or a SpooledAudio) and hand the output to `write` in order,
+        a piece at a time. Voiced stretches are worked through in groups of about one batch of
+        windows (conditioning, sampling, vocoding, written), so memory does not grow with the
+        song; only `keep_mels` (for --plot) keeps the song's mels. Returns the Conversion
+        without audio."""
         c = self.config
         n = len(wav)
         n_frames = self.num_frames(n)
         m = c.audio_num_mel_bins
-        mel_in = np.full((n_frames, m), math.log10(CLAMP), dtype=np.float32)
-        mel_out = np.full((n_frames, m), math.log10(CLAMP), dtype=np.float32)
+        mel_in = mel_out = None
+        if keep_mels:
+            mel_in = np.full((n_frames, m), math.log10(CLAMP), dtype=np.float32)
+            mel_out = np.full((n_frames, m), math.log10(CLAMP), dtype=np.float32)
         f0_cond = np.zeros(n_frames, dtype=np.float32)
-        audio = np.zeros(n, dtype=np.float32)
+        writer = _OrderedWriter(write, max(1, int(SECTION_CROSSFADE_S * self.sample_rate) // 2))
         voiced = [s for s in analysis.stretches if s.voiced]
-        if not voiced:  # silence in, silence out
-            return Conversion(audio, mel_in, mel_out, analysis.f0_hz, f0_cond, key, None, seed)
+        self._last_plan = None
+        if voiced:
+            lengths = [b - a for a, b in (render_frames(s, self.hop) for s in voiced)]
+            plan = self.window_plan(max(lengths))
+            windows = [plan_windows(i, length, plan) for i, length in enumerate(lengths)]
+            groups = group_stretches([len(w) for w in windows], plan.batch_size)
+            batch_size = min(plan.batch_size, max(sum(len(windows[i]) for i in g) for g in groups))
+            self._last_plan = WindowPlan(plan.window_frames, batch_size, plan.context_frames, plan.crossfade_frames)
+            sampler = make_sampler(self.settings.sampler, self.model.schedule(), self.settings.sampling_steps)
+            calls = sampler.num_denoiser_calls(self.settings.shallow_step or self.model.K_step)
+            total_calls = calls * sum(-(-sum(len(windows[i]) for i in g) // batch_size) for g in groups)
+            generator = torch.Generator(device=self.device).manual_seed(int(seed))
+            with _progress(total_calls, "sampling", self.settings.progress) as bar:
+                for group in groups:
+                    items = [self._condition(wav, voiced[i], analysis, key, windows[i]) for i in group]
+                    mels = self._sample_group(items, batch_size, sampler, generator, seed, bar.update)
+                    for item, mel in zip(items, mels):
+                        (a, b), ra = frames_of(item["stretch"], self.hop), item["frames"][0]
+                        if keep_mels:
+                            mel_in[a:b] = item["mel_in"][a - ra:b - ra].numpy()
+                            mel_out[a:b] = mel[a - ra:b - ra].clamp(c.mel_vmin, c.mel_vmax).float().cpu().numpy()
+                        f0_cond[a:b] = item["f0_cond"][a - ra:b - ra]
+                        writer.write_stretch(self._vocode(wav, item, mel, seed), item["stretch"])
+        writer.silence_until(n)
+        return Conversion(None, mel_in, mel_out, analysis.f0_hz, f0_cond, key, self._last_plan, seed)
 
-        # conditioning per stretch
-        items = []
-        with self.timer("content"), _progress(len(voiced), "content", self.settings.progress) as bar:
-            for s in voiced:
-                a, b = frames_of(s, self.hop)
-                piece = self._stretch_wav(wav, s)
-                mel_in[a:b] = self.mel(torch.from_numpy(piece)).numpy()[: b - a]
-                units = self.encoder.encode(piece, self.sample_rate)
-                mel2ph = torch.from_numpy(align_content_to_mel(units.shape[0], b - a))
-                f0_log2, _uv = norm_interp_f0(analysis.f0_hz[a:b])
-                f0_log2 = shift_key(f0_log2, key, c.f0_max)
-                f0_cond[a:b] = denorm_f0(f0_log2).numpy()
-                items.append(dict(stretch=s, frames=(a, b), units=units, mel2ph=mel2ph, f0_log2=f0_log2))
-                bar.update(1)
+    def _condition(self, wav, s: Stretch, analysis: Analysis, key: float, windows: list[Window]) -> dict:
+        """A voiced stretch's mel (the --shallow reference), content units, mel2ph and shifted f0,
+        over its render frames (its own and any overlap into a neighbouring section)."""
+        with self.timer("content"):
+            a, b = render_frames(s, self.hop)
+            piece = self._stretch_wav(wav, s)
+            mel_in = self.mel(torch.from_numpy(piece))[: b - a]
+            units = self.encoder.encode(piece, self.sample_rate)
+            mel2ph = torch.from_numpy(align_content_to_mel(units.shape[0], b - a))
+            f0_log2, _uv = norm_interp_f0(analysis.f0_hz[a:b])
+            f0_log2 = shift_key(f0_log2, key, self.config.f0_max)
+            return dict(stretch=s, frames=(a, b), units=units, mel2ph=mel2ph, f0_log2=f0_log2, mel_in=mel_in,
+                        f0_cond=denorm_f0(f0_log2).numpy(), windows=windows)
 
-        # windows, batched sampling
-        with self.timer("sampling"):
-            mels = self._sample_all(items, mel_in, seed)
-
-        # vocoding, one continuous pass per stretch
-        torch.manual_seed(seed)  # the vocoders draw from the global generator (NSF phases, Griffin-Lim init)
-        fade = int(SILENCE_FADE_S * self.sample_rate)
-        index = {s: i for i, s in enumerate(analysis.stretches)}
-        with self.timer("vocoder"), _progress(len(items), "vocoder", self.settings.progress) as bar:
-            for item, mel in zip(items, mels):
-                s, (a, b) = item["stretch"], item["frames"]
-                mel = mel.clamp(c.mel_vmin, c.mel_vmax)
-                mel_out[a:b] = mel.cpu().numpy()
-                f0 = torch.pow(2.0, item["f0_log2"])
-                out = self.vocoder.vocode(mel, f0).float().cpu().numpy()[: s.end - s.start]
-                out = np.pad(out, (0, s.end - s.start - len(out)))
-                out *= silence_gate(wav[s.start:s.end], self.sample_rate, self.settings.slice_db)
-                i = index[s]
-                if i > 0 and not analysis.stretches[i - 1].voiced:
-                    out[:fade] *= np.linspace(0, 1, min(fade, len(out)), dtype=np.float32)
-                if i + 1 < len(analysis.stretches) and not analysis.stretches[i + 1].voiced:
-                    out[-fade:] *= np.linspace(1, 0, min(fade, len(out)), dtype=np.float32)
-                audio[s.start:s.end] = out
-                bar.update(1)
-        return Conversion(audio, mel_in, mel_out, analysis.f0_hz, f0_cond, key, self._last_plan, seed)
+    def _vocode(self, wav, item: dict, mel: torch.Tensor, seed: int) -> np.ndarray:
+        """One continuous vocoder pass over a stretch's render range, gated in the input's pauses,
+        faded where it meets silence."""
+        c = self.config
+        s, (a, _b) = item["stretch"], item["frames"]
+        start, end = s.render
+        with self.timer("vocoder"):
+            # the vocoders draw from the global generator (NSF phases, Griffin-Lim's start); seeded
+            # per stretch so the output does not depend on how stretches were grouped
+            torch.manual_seed((int(seed) * 1_000_003 + a) % (2**63))
+            mel = mel.clamp(c.mel_vmin, c.mel_vmax)
+            f0 = torch.pow(2.0, item["f0_log2"])
+            # the last frame repeated up to a multiple of LENGTH_BUCKET frames, cut off again: few
+            # distinct shapes for the vocoder's convolutions (see _sample_batch)
+            pad = -len(mel) % LENGTH_BUCKET
+            mel = torch.cat([mel, mel[-1:].expand(pad, -1)])
+            f0 = torch.cat([f0, f0[-1:].expand(pad)])
+            out = self.vocoder.vocode(mel, f0).float().cpu().numpy()[: end - start]
+            out = np.pad(out, (0, end - start - len(out)))
+            out *= silence_gate(wav[start:end], self.sample_rate, self.settings.slice_db)
+            fade = int(SILENCE_FADE_S * self.sample_rate)
+            if s.start > 0 and not s.pre:  # meets a silent stretch (a voiced neighbour is crossfaded)
+                out[:fade] *= np.linspace(0, 1, min(fade, len(out)), dtype=np.float32)
+            if s.end < len(wav) and not s.post:
+                out[-fade:] *= np.linspace(1, 0, min(fade, len(out)), dtype=np.float32)
+            return out
 
     def _stretch_noise(self, frames: tuple[int, int], seed: int) -> torch.Tensor:
-        """[1, M, F] start noise of a stretch, from (seed, first frame): independent of windowing."""
-        g = torch.Generator().manual_seed((int(seed) * 1_000_003 + frames[0]) % (2**63))
-        return torch.randn(1, self.model.n_mels, frames[1] - frames[0], generator=g)
+        """[1, M, F] start noise for song frames [a, b), drawn in fixed blocks of frames, each from
+        a generator seeded by (seed, block): a frame's noise is the same however the song was
+        windowed, grouped or cut into sections."""
+        a, b = frames
+        blocks = []
+        for k in range(a // NOISE_BLOCK_FRAMES, -(-b // NOISE_BLOCK_FRAMES)):
+            g = torch.Generator().manual_seed((int(seed) * 1_000_003 + k) % (2**63))
+            blocks.append(torch.randn(self.model.n_mels, NOISE_BLOCK_FRAMES, generator=g))
+        offset = a - (a // NOISE_BLOCK_FRAMES) * NOISE_BLOCK_FRAMES
+        return torch.cat(blocks, dim=1)[None, :, offset:offset + b - a]
 
-    def _sample_all(self, items: list[dict], mel_in: np.ndarray, seed: int) -> list[torch.Tensor]:
-        s = self.settings
-        longest = max(b - a for a, b in (it["frames"] for it in items))
-        plan = self.window_plan(longest)
-        windows: list[Window] = []
-        for i, it in enumerate(items):
-            windows.extend(plan_windows(i, it["frames"][1] - it["frames"][0], plan))
-        plan = WindowPlan(plan.window_frames, min(plan.batch_size, len(windows)), plan.context_frames,
-                          plan.crossfade_frames)
-        # the batch size was sized for full windows; longest first keeps padding low
-        order = sorted(range(len(windows)), key=lambda k: -windows[k].length)
-        noises = [self._stretch_noise(it["frames"], seed) for it in items]
-        sampler = make_sampler(s.sampler, self.model.schedule(), s.sampling_steps)
-        t_start = s.shallow_step or self.model.K_step
-        batches = [order[k:k + plan.batch_size] for k in range(0, len(order), plan.batch_size)]
-        generator = torch.Generator(device=self.device).manual_seed(int(seed))
-        results: dict[int, torch.Tensor] = {}
-        with _progress(len(batches) * sampler.num_denoiser_calls(t_start), "sampling", s.progress) as bar:
-            for batch in batches:
-                out = self._sample_batch([windows[k] for k in batch], items, noises, mel_in, sampler, generator,
-                                         bar.update)
-                for k, mel in zip(batch, out):
-                    results[k] = mel
-        self._last_plan = plan
-        joined = []
-        for i, it in enumerate(items):
-            parts = [(w, results[k]) for k, w in enumerate(windows) if w.segment == i]
-            joined.append(join_windows(parts, it["frames"][1] - it["frames"][0]))
-        return joined
+    def _sample_group(self, items: list[dict], batch_size: int, sampler, generator, seed: int,
+                      progress) -> list[torch.Tensor]:
+        """Sample every window of the group's stretches, longest first in batches; join per stretch."""
+        with self.timer("sampling"):
+            pairs = [(k, w) for k, it in enumerate(items) for w in it["windows"]]  # (item, window)
+            noises = [self._stretch_noise(it["frames"], seed) for it in items]
+            order = sorted(range(len(pairs)), key=lambda j: -pairs[j][1].length)
+            results: dict[int, torch.Tensor] = {}
+            for start in range(0, len(order), batch_size):
+                batch = order[start:start + batch_size]
+                out = self._sample_batch([(pairs[j][1], items[pairs[j][0]], noises[pairs[j][0]]) for j in batch],
+                                         sampler, generator, progress)
+                results.update(zip(batch, out))
+            joined = []
+            for k, it in enumerate(items):
+                parts = [(w, results[j]) for j, (owner, w) in enumerate(pairs) if owner == k]
+                joined.append(join_windows(parts, it["frames"][1] - it["frames"][0]))
+            return joined
 
-    def _sample_batch(self, batch: list[Window], items, noises, mel_in, sampler, generator, progress):
+    def _sample_batch(self, batch: list[tuple[Window, dict, torch.Tensor]], sampler, generator, progress):
         dev = self.device
-        length = max(w.length for w in batch)
+        # padded up to a multiple of LENGTH_BUCKET frames (masked, so exact): the denoiser then sees
+        # few distinct shapes, and oneDNN's per-shape primitive cache stays small on the CPU
+        length = -(-max(w.length for w, _, _ in batch) // LENGTH_BUCKET) * LENGTH_BUCKET
         units, mel2ph, f0, noise, ref = [], [], [], [], []
-        for w in batch:
-            it = items[w.segment]
+        for w, it, stretch_noise in batch:
             m2p = it["mel2ph"][w.lo:w.hi]
             used = m2p[m2p > 0]
             first = int(used.min()) - 1 if used.numel() else 0
@@ -342,15 +425,83 @@ class SongConverter:
             units.append(it["units"][first:last])
             mel2ph.append(torch.nn.functional.pad(torch.where(m2p > 0, m2p - first, m2p), (0, pad)))
             f0.append(torch.nn.functional.pad(it["f0_log2"][w.lo:w.hi], (0, pad)))
-            noise.append(torch.nn.functional.pad(noises[w.segment][..., w.lo:w.hi], (0, pad)))
-            a = it["frames"][0]
-            ref.append(torch.nn.functional.pad(torch.from_numpy(mel_in[a + w.lo:a + w.hi]), (0, 0, 0, pad)))
+            noise.append(torch.nn.functional.pad(stretch_noise[..., w.lo:w.hi], (0, pad)))
+            ref.append(torch.nn.functional.pad(it["mel_in"][w.lo:w.hi], (0, 0, 0, pad)))
         th = max(u.shape[0] for u in units)
         units_b = torch.stack([torch.nn.functional.pad(u, (0, 0, 0, th - u.shape[0])) for u in units]).to(dev)
         out = self.model.sample(
             units_b, torch.stack(mel2ph).to(dev), torch.stack(f0).to(dev), sampler,
-            lengths=torch.tensor([w.length for w in batch], device=dev),
+            lengths=torch.tensor([w.length for w, _, _ in batch], device=dev),
             ref_mel=torch.stack(ref).to(dev) if self.settings.shallow_step else None,
             shallow_step=self.settings.shallow_step, noise=torch.stack(noise).to(dev), generator=generator,
             progress=progress)
-        return [out[i, :w.length] for i, w in enumerate(batch)]
+        return [out[i, :w.length] for i, (w, _, _) in enumerate(batch)]
+
+
+def group_stretches(window_counts: list[int], batch_size: int) -> list[list[int]]:
+    """Consecutive stretches in groups of at least `batch_size` windows (the last may hold fewer):
+    a group's windows fill its batches, and only one group is in memory at a time."""
+    groups: list[list[int]] = [[]]
+    count = 0
+    for i, k in enumerate(window_counts):
+        if count >= batch_size:
+            groups.append([])
+            count = 0
+        groups[-1].append(i)
+        count += k
+    return [g for g in groups if g]
+
+
+class ArraySink:
+    """Collects written audio in one array (the in-memory `convert`)."""
+
+    def __init__(self, num_samples: int):
+        self.audio = np.zeros(num_samples, dtype=np.float32)
+        self.position = 0
+
+    def write(self, chunk: np.ndarray) -> None:
+        self.audio[self.position:self.position + len(chunk)] = chunk
+        self.position += len(chunk)
+
+
+class _OrderedWriter:
+    """Writes converted stretches in order, filling the gaps (silent stretches) with zeros in
+    bounded chunks, so a long silence costs no memory, and crossfading neighbouring sections of
+    a long voiced stretch around their cut (equal power: the two vocoder passes start from
+    unrelated source phases, so they add like uncorrelated signals)."""
+
+    SILENCE_CHUNK = 1 << 16
+
+    def __init__(self, write: Callable[[np.ndarray], None], half_crossfade: int):
+        self._write = write
+        self.position = 0
+        self.half = half_crossfade
+        ramp = (np.arange(2 * half_crossfade, dtype=np.float64) + 0.5) / (2 * half_crossfade)
+        self.fade_in = np.sin(0.5 * np.pi * ramp).astype(np.float32)
+        self.fade_out = np.cos(0.5 * np.pi * ramp).astype(np.float32)
+        self.pending: np.ndarray | None = None  # the previous section's faded-out tail
+
+    def write_stretch(self, out: np.ndarray, s: Stretch) -> None:
+        """`out` covers s.render; written up to the crossfade before a following section."""
+        origin, h = s.render[0], self.half
+        if s.pre:
+            a = s.start - h
+            assert self.pending is not None and self.position == a, "sections must come in order"
+            self.write(self.pending + out[a - origin:s.start + h - origin] * self.fade_in)
+            self.pending = None
+        else:
+            self.silence_until(s.start)
+        stop = s.end - h if s.post else s.end
+        self.write(out[self.position - origin:stop - origin])
+        if s.post:
+            self.pending = out[stop - origin:s.end + h - origin] * self.fade_out
+
+    def silence_until(self, end: int) -> None:
+        while self.position < end:
+            k = min(end - self.position, self.SILENCE_CHUNK)
+            self._write(np.zeros(k, dtype=np.float32))
+            self.position += k
+
+    def write(self, chunk: np.ndarray) -> None:
+        self._write(chunk)
+        self.position += len(chunk)

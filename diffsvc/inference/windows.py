@@ -15,7 +15,8 @@ comb-filter inside the fade.
 Window length and batch size come from the memory free on the device (VRAM via
 torch.cuda.mem_get_info, RAM via /proc/meminfo's MemAvailable) and a cost per frame: measured
 with one probe denoiser call on CUDA, and on the CPU from the activation count of DiffNet's
-forward (calibrated by benchmarks/infer.py) because the CPU allocator offers no peak counter.
+forward because the CPU allocator offers no peak counter (benchmarks/infer.py checks the count
+against the peak resident memory of a sampling run).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from diffsvc.vocoder.windowed import window_spans
 MIN_WINDOW_FRAMES = 128  # below this the context overhead dominates
 MAX_WINDOW_FRAMES = 1500  # ~17 s; longer windows save nothing and delay the first result
 MAX_BATCH = 16
+# On the CPU a batch buys little speed (DiffNet per frame on 2 cores, batch 1 -> 4: 11.2 -> 8.6 us
+# at 64 x 10, 206 -> 206 us at release size 384 x 20) but costs memory per item, so it stays small.
+MAX_BATCH_CPU = 4
 MEMORY_SHARE = 0.5  # of the free memory, leaving room for the vocoder, the encoders and other programs
 DEFAULT_CONTEXT_FRAMES = 32
 DEFAULT_CROSSFADE_FRAMES = 16
@@ -121,7 +125,8 @@ def estimated_bytes_per_frame(model) -> int:
     per residual layer the dilated conv, conditioner projection, their sum ([2C] each), gate,
     filter, product, residual and skip ([C] each) can be alive at once, plus the conditioning [H],
     the running skip sum and the sampler's history of a few [M] tensors. float32; x2 for the
-    allocator's slack (calibrated against measured peaks in benchmarks/infer.py)."""
+    allocator's slack. Measured peaks of whole sampling runs on the CPU were 0.8-1.3x this
+    (benchmarks/infer.py prints the ratio)."""
     dn = model.denoise_fn
     channels = dn.input_projection.out_channels
     hidden = dn.residual_layers[0].conditioner_projection.in_channels

@@ -351,11 +351,12 @@ class Trainer:
         self._restore()
 
         self.train_set = PieceDataset(self.data, "train", crop_frames=config.crop_frames, seed=config.seed,
-                                      max_frames=config.max_frames)
+                                      max_frames=config.max_frames, max_input_tokens=config.max_input_tokens)
         if len(self.train_set) == 0:
             raise DiffSvcError(f"{self.data.root}: no training pieces in the prepared data; "
                                "run `diffsvc preprocess` on a folder of recordings")
-        self.valid_set = PieceDataset(self.data, "valid", crop_frames=0, seed=config.seed, max_frames=config.max_frames)
+        self.valid_set = PieceDataset(self.data, "valid", crop_frames=0, seed=config.seed, max_frames=config.max_frames,
+                                      max_input_tokens=config.max_input_tokens)
         self.lengths = [self.train_set.frames(i) for i in range(len(self.train_set))]
         self.plan = self._batch_plan()
         self.sampler = LengthBucketSampler(self.lengths, self.plan.max_tokens, self.plan.max_sentences, shuffle=True,

@@ -59,8 +59,15 @@ def vocode_in_windows(generator: Generator, mel: torch.Tensor, f0: torch.Tensor,
     spans = window_spans(num_frames, window_frames, crossfade_frames)
     fade = crossfade_frames * hop
     ramp = (torch.arange(fade, device=mel.device, dtype=mel.dtype) + 0.5) / max(fade, 1)
+    # Every window is run at one length (window + 2 context): the first and last windows take
+    # more context from inside the stretch instead of being shorter. Why: oneDNN caches
+    # primitives (and their memory) per input shape on the CPU, so windows of varying length made
+    # memory grow with the number of stretches; a fixed length also computes each frame with at
+    # least the usual context.
+    length = min(num_frames, window_frames + 2 * context_frames)
     for i, (start, end) in enumerate(spans):
-        lo, hi = max(0, start - context_frames), min(num_frames, end + context_frames)
+        lo = min(max(0, start - context_frames), num_frames - length)
+        hi = lo + length
         wav = generator(mel[..., lo:hi], f0[:, lo:hi], initial_phase=phases[:, lo])
         wav = wav[..., (start - lo) * hop:(end - lo) * hop]
         if fade and i > 0:
