@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 import signal
 import subprocess
@@ -113,6 +114,32 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, data_dir):
     wa, wb = weights(straight.checkpoint), weights(second.checkpoint)
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains_and_resumes_with_its_loss_scaler(tmp_path, data_dir, precision):
+    # the autocast and GradScaler code CUDA uses, run on the CPU (where it is opt-in)
+    base = write_config(tmp_path / "base.yaml")
+    messages = []
+    first = train(options(tmp_path, data_dir, precision, base_config=base, max_steps=2, precision=precision),
+                  log=messages.append)
+    assert any(("fp16 with a loss scaler" if precision == "fp16" else "bf16") in m for m in messages)
+    assert all(math.isfinite(r.loss) for r in first.history) and len(first.history) == 2
+    ckpt = torch.load(first.checkpoint, map_location="cpu", weights_only=True)
+    scaler_state = ckpt[RESUME_KEY]["scaler"]
+    if precision == "fp16":
+        assert scaler_state["scale"] > 0  # the scaler's state travels with the checkpoint
+    else:
+        assert scaler_state == {}  # bf16 needs no scaler
+    trainer = Trainer(options(tmp_path, data_dir, precision, base_config=base, max_steps=3, precision=precision),
+                      log=quiet)
+    trainer._build()  # builds and restores from the newest checkpoint, as run() does first
+    assert trainer.global_step == 2
+    if precision == "fp16":
+        assert trainer.scaler.get_scale() == scaler_state["scale"]
+    fp32 = train(options(tmp_path, data_dir, "fp32", base_config=base, max_steps=2, precision="fp32"), log=quiet)
+    assert first.history[0].loss != fp32.history[0].loss  # autocast really ran in lower precision
+    assert first.history[0].loss == pytest.approx(fp32.history[0].loss, rel=0.05)
 
 
 def test_a_run_killed_while_writing_a_checkpoint_leaves_the_previous_one(tmp_path, data_dir):

@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--f0-in", help="use this f0 CSV (time_s,f0_hz; e.g. an edited --f0-out) instead of extracting")
     g = p.add_argument_group("sampling")
     g.add_argument("--sampler", choices=("plms", "ddim", "dpm-solver++", "ddpm"),
-                   help="sampler (default: the project's, dpm-solver++)")
+                   help="sampler (default: the project's; ddim unless its config says otherwise)")
     g.add_argument("--sampling-steps", type=int, help="denoiser steps (default: the project's sampling_steps)")
     g.add_argument("--shallow", type=int, metavar="K", help="start from the input mel noised to step K (shallow diffusion)")
     g.add_argument("--seed", type=int, help="random seed; the same seed gives the same output (default: a new one, printed)")

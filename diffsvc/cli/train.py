@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="items per batch (default: the most that fits in free GPU memory; 8 on the CPU)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                        help="auto: bf16 on GPUs that support it, else fp16 with a loss scaler; fp32 on the CPU")
+                        help="auto: bf16 on GPUs that support it, else fp16 with a loss scaler; fp32 on the CPU, "
+                             "where bf16/fp16 run only when asked for")
     parser.add_argument("--workers", type=int, default=None,
                         help="data loader processes (default: ds_workers of the config)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -63,7 +63,7 @@ STAGES = ("load", "f0", "content", "sampling", "vocoder")
 
 @dataclass
 class InferenceSettings:
-    sampler: str = "dpm-solver++"
+    sampler: str = "ddim"  # the config's default (chosen by benchmarks/sampler.py)
     sampling_steps: int = 20
     shallow_step: int | None = None  # --shallow K: start from the input mel noised to step K
     f0_method: str = "crepe"
