@@ -137,10 +137,11 @@ class StageTimer:
                f"({total:.1f} s for {audio_seconds:.1f} s of audio)"
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def _progress(total: int, desc: str, enabled: bool, unit: str = "step", position: int | None = None):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, disable=not enabled, file=sys.stderr, leave=False, unit="step")
+    return tqdm(total=total, desc=desc, disable=not enabled, file=sys.stderr, leave=False, unit=unit,
+                position=position)
 
 
 def find_stretches(wav, sample_rate: int, hop: int, db: float, *, max_section_s: float = SECTION_MAX_S,
@@ -324,7 +325,9 @@ class SongConverter:
             calls = sampler.num_denoiser_calls(self.settings.shallow_step or self.model.K_step)
             total_calls = calls * sum(-(-sum(len(windows[i]) for i in g) // batch_size) for g in groups)
             generator = torch.Generator(device=self.device).manual_seed(int(seed))
-            with _progress(total_calls, "sampling", self.settings.progress) as bar:
+            # two bars while the stages interleave: denoiser steps, and stretches converted and written
+            with _progress(total_calls, "sampling", self.settings.progress, position=0) as bar, \
+                    _progress(len(voiced), "converted", self.settings.progress, "stretch", position=1) as done:
                 for group in groups:
                     items = [self._condition(wav, voiced[i], analysis, key, windows[i]) for i in group]
                     mels = self._sample_group(items, batch_size, sampler, generator, seed, bar.update)
@@ -335,6 +338,7 @@ class SongConverter:
                             mel_out[a:b] = mel[a - ra:b - ra].clamp(c.mel_vmin, c.mel_vmax).float().cpu().numpy()
                         f0_cond[a:b] = item["f0_cond"][a - ra:b - ra]
                         writer.write_stretch(self._vocode(wav, item, mel, seed), item["stretch"])
+                        done.update(1)
         writer.silence_until(n)
         return Conversion(None, mel_in, mel_out, analysis.f0_hz, f0_cond, key, self._last_plan, seed)
 
