@@ -373,3 +373,14 @@ def test_output_errors(work, capsys):
     _one_error_line(*run_cli(capsys, "song.wav", "--key", "auto"), "--key auto needs", "data_stats.json")
     _one_error_line(*run_cli(capsys, "song.wav", "--key", "up"), "--key")
     _no_output(work)
+
+
+def test_infer_caps_the_cpu_kernel_cache_unless_the_user_set_it(work, capsys, monkeypatch):
+    import os
+
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    run_cli(capsys, "missing.wav")
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "256"
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "1024")
+    run_cli(capsys, "missing.wav")
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "1024"

@@ -99,22 +99,7 @@ def pick_device(name: str):
     return device
 
 
-# oneDNN (PyTorch's CPU convolutions) caches primitives per input shape, each with its own
-# buffers: with the release NSF-HiFiGAN, 13 stretch lengths grew the cache by 2.3 GB at the
-# default capacity of 1024 and by 1.2 GB at 256, at the same first-pass speed (10% slower on
-# repeated shapes). oneDNN reads the variable when it builds its first primitive, so this works
-# until the first CPU convolution of the process; a value in the environment wins.
-ONEDNN_CACHE_CAPACITY = "256"
-
-
-def limit_cpu_kernel_cache() -> None:
-    import os
-
-    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_CAPACITY)
-
-
 def run(args: argparse.Namespace) -> int:
-    limit_cpu_kernel_cache()
     from diffsvc.inference.keyshift import auto_key, parse_key, read_singer_median_hz
     from diffsvc.inference.output import check_output
     from diffsvc.inference.project import choose_checkpoint
