@@ -254,6 +254,9 @@ def test_spool_refuses_bad_files_and_leaves_nothing(tmp_path):
         with pytest.raises(AudioError, match=needle):
             spool_audio(tmp_path / name, SR, temp_dir=spool_dir)
     assert not any(spool_dir.iterdir())
+    sf.write(tmp_path / "ok.wav", np.zeros(4410, dtype=np.float32), SR)
+    with pytest.raises(AudioError, match="temporary folder .*TMPDIR"):
+        spool_audio(tmp_path / "ok.wav", SR, temp_dir=tmp_path / "no such folder")
 
 
 def test_a_failed_conversion_leaves_no_output_file(work, capsys, monkeypatch):

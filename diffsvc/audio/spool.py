@@ -74,16 +74,23 @@ def spool_audio(path: str | os.PathLike, sample_rate: int = 44100, *, block_seco
     errors are the ones `load_audio` gives (missing, empty, corrupt, NaN, too short).
     """
     path = Path(path)
-    folder = tempfile.TemporaryDirectory(prefix="diffsvc-song-", dir=temp_dir)
+    where = Path(temp_dir) if temp_dir is not None else Path(tempfile.gettempdir())
+    try:
+        folder = tempfile.TemporaryDirectory(prefix="diffsvc-song-", dir=where)
+    except OSError as e:
+        raise AudioError(_no_room(path, where, e)) from None
     try:
         raw = Path(folder.name) / "song.f32"
         total, peak = 0, 0.0
-        with open(raw, "wb") as out:
-            for block in _blocks(path, sample_rate, block_seconds):
-                out.write(np.ascontiguousarray(block, dtype=np.float32).tobytes())
-                total += len(block)
-                if block.size:
-                    peak = max(peak, float(np.max(np.abs(block))))
+        try:
+            with open(raw, "wb") as out:
+                for block in _blocks(path, sample_rate, block_seconds):
+                    out.write(np.ascontiguousarray(block, dtype=np.float32).tobytes())
+                    total += len(block)
+                    if block.size:
+                        peak = max(peak, float(np.max(np.abs(block))))
+        except OSError as e:  # the temporary folder, not the song (decoding errors are AudioErrors)
+            raise AudioError(_no_room(path, where, e)) from None
         if total < min_duration_s * sample_rate:
             raise AudioError(f"{path}: too short ({total / sample_rate:.3f} s, need at least {min_duration_s:g} s); "
                              "use a longer recording")
@@ -91,6 +98,11 @@ def spool_audio(path: str | os.PathLike, sample_rate: int = 44100, *, block_seco
     except BaseException:
         folder.cleanup()
         raise
+
+
+def _no_room(path: Path, where: Path, e: OSError) -> str:
+    return (f"{path}: cannot hold the decoded song in the temporary folder {where} ({e.strerror or e}; it needs "
+            "about 10 MB per minute of audio); free space there or point TMPDIR at another folder")
 
 
 def _blocks(path: Path, sample_rate: int, block_seconds: float):

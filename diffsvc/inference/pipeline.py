@@ -145,16 +145,15 @@ def _progress(total: int, desc: str, enabled: bool, unit: str = "step", position
 
 
 def find_stretches(wav, sample_rate: int, hop: int, db: float, *, max_section_s: float = SECTION_MAX_S,
-                   crossfade_s: float = SECTION_CROSSFADE_S,
                    context_frames: int = SECTION_CONTEXT_FRAMES) -> list[Stretch]:
     """Voiced and silent stretches covering the song, boundaries on the hop grid.
 
     Consecutive voiced pieces are merged up to `max_section_s`: voiced audio is divided into
     separately vocoded sections only when a stretch is longer than that, and then at the slicer's
     cut points (short pauses, else the quietest window), with `context_frames` of overlap on each
-    side of the cut and an equal-power crossfade over `crossfade_s` around it."""
+    side of the cut and an equal-power crossfade over SECTION_CROSSFADE_S around it (see _OrderedWriter)."""
     n = len(wav)
-    half = max(1, int(crossfade_s * sample_rate) // 2)
+    half = crossfade_half(sample_rate)
     context = max(context_frames * hop, -(-half // hop) * hop)
     shortest_section = 2 * context
     pieces: list[list] = []  # [start, end, voiced] on the hop grid
@@ -180,6 +179,11 @@ def find_stretches(wav, sample_rate: int, hop: int, db: float, *, max_section_s:
             stretches[i] = Stretch(left.start, left.end, True, left.pre, min(context, n - left.end))
             stretches[i + 1] = Stretch(right.start, right.end, True, context, right.post)
     return stretches
+
+
+def crossfade_half(sample_rate: int) -> int:
+    """Half the section crossfade in samples: the overlap each side of a cut must cover it."""
+    return max(1, int(SECTION_CROSSFADE_S * sample_rate) // 2)
 
 
 def silence_gate(wav: np.ndarray, sample_rate: int, db: float, min_pause_s: float = GATE_MIN_PAUSE_S,
@@ -311,7 +315,7 @@ class SongConverter:
             mel_in = np.full((n_frames, m), math.log10(CLAMP), dtype=np.float32)
             mel_out = np.full((n_frames, m), math.log10(CLAMP), dtype=np.float32)
         f0_cond = np.zeros(n_frames, dtype=np.float32)
-        writer = _OrderedWriter(write, max(1, int(SECTION_CROSSFADE_S * self.sample_rate) // 2))
+        writer = _OrderedWriter(write, crossfade_half(self.sample_rate))
         voiced = [s for s in analysis.stretches if s.voiced]
         self._last_plan = None
         if voiced:
