@@ -281,7 +281,7 @@ def test_a_failed_conversion_leaves_no_output_file(work, capsys, monkeypatch):
 
 def test_window_plan_and_join():
     plan = WindowPlan(window_frames=50, batch_size=2, context_frames=8, crossfade_frames=10)
-    windows = plan_windows(0, 130, plan)
+    windows = plan_windows(130, plan)
     assert windows[0].start == 0 and windows[-1].end == 130
     assert all(w.lo == max(0, w.start - 8) and w.hi == min(130, w.end + 8) for w in windows)
     truth = torch.randn(130, 3)

@@ -8,16 +8,17 @@
 `song` is a numpy array or a SpooledAudio (the CLI's: decoded once to a temporary file), read a
 stretch at a time, so memory does not grow with the song's length.
 
-1. The file is cut at silences (`split_for_inference`); consecutive voiced pieces are merged back,
-   so voiced audio is only ever divided into sampling windows (crossfaded in the mel domain) and
-   never into separately vocoded pieces. Boundaries are moved onto the mel hop grid, so every
-   stretch's frames are frames of the whole file.
+1. The file is cut at silences (`split_for_inference`); consecutive voiced pieces are merged back
+   up to 60 s, so voiced audio is divided into sampling windows (crossfaded in the mel domain)
+   and, only past 60 s, into sections cut at quiet points (overlapping, crossfaded in audio).
+   Boundaries are moved onto the mel hop grid, so every stretch's frames are frames of the whole
+   file.
 2. Voiced stretches are worked through in order, in groups holding about one batch of windows
    (`group_stretches`): per stretch its mel (for --shallow and the plot), content units, mel2ph
    and shifted f0; then the group's windows are sampled in batches, longest first (`lengths=`
-   masking keeps them apart). The start noise is drawn per stretch from a generator seeded by
-   (seed, first frame), and each window takes its slice: a frame's noise does not depend on how
-   the song was windowed or grouped.
+   masking keeps them apart). The start noise is drawn in fixed blocks of frames, each from a
+   generator seeded by (seed, block): a frame's noise does not depend on how the song was
+   windowed, grouped or cut into sections.
 3. Per stretch: the joined mel, clipped to [mel_vmin, mel_vmax], is vocoded with f0 = 2^(shifted
    log2 f0) (the original's after_infer), cut to the stretch's length, and written.
 4. Silent stretches are exact zeros (silence in, silence out); voiced stretches fade in/out over
@@ -321,7 +322,7 @@ class SongConverter:
         if voiced:
             lengths = [b - a for a, b in (render_frames(s, self.hop) for s in voiced)]
             plan = self.window_plan(max(lengths))
-            windows = [plan_windows(i, length, plan) for i, length in enumerate(lengths)]
+            windows = [plan_windows(length, plan) for length in lengths]
             groups = group_stretches([len(w) for w in windows], plan.batch_size)
             batch_size = min(plan.batch_size, max(sum(len(windows[i]) for i in g) for g in groups))
             self._last_plan = WindowPlan(plan.window_frames, batch_size, plan.context_frames, plan.crossfade_frames)

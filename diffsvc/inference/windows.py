@@ -40,9 +40,8 @@ DEFAULT_CROSSFADE_FRAMES = 16
 
 @dataclass(frozen=True)
 class Window:
-    """Frames [lo, hi) of stretch `segment` are sampled; [start, end) of them are kept."""
+    """Frames [lo, hi) of a stretch are sampled; [start, end) of them are kept."""
 
-    segment: int
     lo: int
     hi: int
     start: int
@@ -64,14 +63,14 @@ class WindowPlan:
 kept_spans = window_spans  # one definition of the overlapping spans, shared with the vocoder
 
 
-def plan_windows(segment: int, num_frames: int, plan: WindowPlan) -> list[Window]:
+def plan_windows(num_frames: int, plan: WindowPlan) -> list[Window]:
     """The windows of one stretch; a stretch that fits in one window is sampled whole."""
     if num_frames <= plan.window_frames:
-        return [Window(segment, 0, num_frames, 0, num_frames)]
+        return [Window(0, num_frames, 0, num_frames)]
     windows = []
     for start, end in kept_spans(num_frames, plan.window_frames, plan.crossfade_frames):
         lo, hi = max(0, start - plan.context_frames), min(num_frames, end + plan.context_frames)
-        windows.append(Window(segment, lo, hi, start, end))
+        windows.append(Window(lo, hi, start, end))
     return windows
 
 
