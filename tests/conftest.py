@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -10,19 +9,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def reference_dir() -> Path:
-    env = os.environ.get("DIFFSVC_REFERENCE")
-    if env:
-        return Path(env)
-    return REPO.parent / "shared" / "reference"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    path = reference_dir() / "fixtures"
-    if not path.is_dir():
-        pytest.skip(f"reference fixtures not found at {path} (set DIFFSVC_REFERENCE)")
-    return path
+    """The original Diff-SVC's numeric fixtures, shipped with the tests (copied from shared/reference/fixtures;
+    tests/fixtures/README.md says how each was made). They always run: a missing folder is an error, not a skip."""
+    assert FIXTURES.is_dir(), f"reference fixtures missing at {FIXTURES}"
+    return FIXTURES
 
 
 def tiny_config(**overrides):
