@@ -52,9 +52,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
+    """torch.save through a Python file, so a full disk is an OSError with its errno (torch's own
+    writer, given a path, reports it as a RuntimeError without the system's reason)."""
     import torch
 
-    return atomic_write(path, lambda p: torch.save(obj, p))
+    def _write(p: Path) -> None:
+        with open(p, "wb") as f:
+            torch.save(obj, f)
+
+    return atomic_write(path, _write)
 
 
 def atomic_np_save(path: str | os.PathLike, array) -> Path:

@@ -166,7 +166,7 @@ def test_split_and_stats(first_run):
     # what training reads
     dataset = PieceDataset(data, "train")
     batch = collate([dataset[i] for i in range(min(3, len(dataset)))])
-    assert batch["mel"].shape[-1] == 128 and batch["units"].shape[-1] == 256
+    assert batch.mel.shape[-1] == 128 and batch.units.shape[-1] == 256
     assert not (prepared_dir(raw) / "manifest.json.part").exists()
 
 

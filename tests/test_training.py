@@ -21,8 +21,11 @@ from diffsvc.errors import DiffSvcError
 from diffsvc.model.diffusion import GaussianDiffusion
 from diffsvc.training import batch_size as bs
 from diffsvc.training.project import Project
-from diffsvc.training.trainer import (RESUME_KEY, LossModule, Trainer, TrainingStopped, TrainOptions, batch_loss,
-                                      collate_with_index, split_batch, train)
+from diffsvc.data.batch import collate
+from diffsvc.training.checkpointing import RESUME_KEY
+from diffsvc.training.loop import Trainer, TrainingStopped, TrainOptions, train
+from diffsvc.training.objective import LossModule, batch_loss
+from diffsvc.training.step import split_batch
 from prepared_fixture import write_prepared
 
 TESTS = Path(__file__).resolve().parent
@@ -69,7 +72,7 @@ def test_loss_falls_and_checkpoints_are_in_the_original_layout(tmp_path, data_di
     base = write_config(tmp_path / "base.yaml", val_check_interval=10, num_ckpt_keep=2, num_valid_plots=1)
     opts = options(tmp_path, data_dir, base_config=base, max_steps=30)
     trainer = Trainer(opts, log=quiet)
-    trainer._build()
+    trainer.build()
     before = trainer.validate()  # fixed noise per validation piece: comparable across steps
     result = trainer.run()
     after = trainer.validate()
@@ -94,7 +97,7 @@ def test_loss_falls_and_checkpoints_are_in_the_original_layout(tmp_path, data_di
     assert len(loaded.config.spec_min) == N_MELS
     assert loaded.model.spec_min.shape == (1, 1, N_MELS)
     assert loaded.global_step == 30
-    for k, v in trainer.model.state_dict().items():
+    for k, v in trainer.state.model.state_dict().items():
         torch.testing.assert_close(loaded.model.state_dict()[k], v)
     x = loaded.model.spec_max - loaded.model.spec_min
     assert bool((x > 0).all())
@@ -133,10 +136,10 @@ def test_mixed_precision_trains_and_resumes_with_its_loss_scaler(tmp_path, data_
         assert scaler_state == {}  # bf16 needs no scaler
     trainer = Trainer(options(tmp_path, data_dir, precision, base_config=base, max_steps=3, precision=precision),
                       log=quiet)
-    trainer._build()  # builds and restores from the newest checkpoint, as run() does first
-    assert trainer.global_step == 2
+    state = trainer.build()  # builds and restores from the newest checkpoint, as run() does first
+    assert state.step == 2
     if precision == "fp16":
-        assert trainer.scaler.get_scale() == scaler_state["scale"]
+        assert state.scaler.get_scale() == scaler_state["scale"]
     fp32 = train(options(tmp_path, data_dir, "fp32", base_config=base, max_steps=2, precision="fp32"), log=quiet)
     assert first.history[0].loss != fp32.history[0].loss  # autocast really ran in lower precision
     assert first.history[0].loss == pytest.approx(fp32.history[0].loss, rel=0.05)
@@ -156,8 +159,10 @@ def test_a_run_killed_while_writing_a_checkpoint_leaves_the_previous_one(tmp_pat
             calls.append(f)
             if len(calls) == 2:  # the second checkpoint: write half of it, then die at once
                 real_save(obj, f, *a, **k)
-                size = os.path.getsize(f)
-                with open(f, "r+b") as fh:
+                f.flush()
+                name = f.name
+                size = os.path.getsize(name)
+                with open(name, "r+b") as fh:
                     fh.truncate(size // 2)
                 os._exit(9)
             return real_save(obj, f, *a, **k)
@@ -186,26 +191,22 @@ def test_padding_does_not_change_the_masked_loss_and_split_batches_add_up(data_d
     model = GaussianDiffusion.from_config(config)
     fn = LossModule(model)
     data = PieceDataset(PreparedData.find(data_dir), "train")
-    items = []
-    for i in (0, 5, 2):
-        item = data[i]
-        item["index"], item["epoch"] = i, 0
-        items.append(item)
+    items = [data[i] for i in (0, 5, 2)]  # each knows its index (and epoch 0)
     kw = dict(seed=3, k_step=model.K_step, n_mels=model.n_mels, device=torch.device("cpu"))
 
-    alone = batch_loss(fn, collate_with_index(items[:1]), masked=True, **kw)
-    padded = collate_with_index(items[:1])
+    alone = batch_loss(fn, collate(items[:1]), masked=True, **kw)
+    padded = collate(items[:1])
     extra = 37
-    for key in ("mel", "f0", "uv", "mel2ph"):
-        v = padded[key]
-        padded[key] = torch.cat([v, torch.zeros(v.shape[0], extra, *v.shape[2:], dtype=v.dtype)], dim=1)
+    for key in ("mel", "f0", "mel2ph"):
+        v = getattr(padded, key)
+        setattr(padded, key, torch.cat([v, torch.zeros(v.shape[0], extra, *v.shape[2:], dtype=v.dtype)], dim=1))
     with torch.no_grad():
         torch.testing.assert_close(batch_loss(fn, padded, masked=True, **kw), alone, rtol=1e-5, atol=1e-6)
         # Without the mask (the original's loss) padding does change it.
         assert abs(float(batch_loss(fn, padded, masked=False, **kw)) - float(alone)) > 1e-3
 
         # Retrying a batch in parts (after running out of memory) gives the same loss, either way.
-        batch = collate_with_index(items)
+        batch = collate(items)
         for masked in (True, False):
             whole = batch_loss(fn, batch, masked=masked, **kw)
             for parts in (2, 3):
@@ -224,15 +225,15 @@ def test_items_keep_the_original_limits_max_frames_and_max_input_tokens():
     f0 = np.full(200, 220.0, dtype=np.float32)
     units = rng.standard_normal((70, 4)).astype(np.float32)
     whole = make_item(mel, f0, units)
-    assert whole["mel"].shape == (200, 8) and whole["units"].shape == (70, 4)
-    assert make_item(mel, f0, units, max_frames=120)["mel"].shape[0] == 120
+    assert whole.mel.shape == (200, 8) and whole.units.shape == (70, 4)
+    assert make_item(mel, f0, units, max_frames=120).mel.shape[0] == 120
     cut = make_item(mel, f0, units, max_input_tokens=30)
     # the units are cut to 30, and so are the mel frames that read units past them
-    assert cut["units"].shape[0] == 30 and int(cut["mel2ph"].max()) == 30
+    assert cut.units.shape[0] == 30 and int(cut.mel2ph.max()) == 30
     frames = int((align_content_to_mel(70, 200) <= 30).sum())
-    assert cut["mel"].shape[0] == cut["f0"].shape[0] == cut["mel2ph"].shape[0] == frames < 200
-    torch.testing.assert_close(cut["mel"], whole["mel"][:frames])
-    torch.testing.assert_close(cut["mel2ph"], whole["mel2ph"][:frames])
+    assert cut.mel.shape[0] == cut.f0.shape[0] == cut.mel2ph.shape[0] == frames < 200
+    torch.testing.assert_close(cut.mel, whole.mel[:frames])
+    torch.testing.assert_close(cut.mel2ph, whole.mel2ph[:frames])
 
 
 def test_batch_chooser_arithmetic():
@@ -317,15 +318,15 @@ def test_init_from_takes_the_weights_but_keeps_this_datas_statistics(tmp_path, d
     save_config(load_config(source.parent / "config.yaml").replace(spec_min=[-7.0], spec_max=[1.0]),
                 original.parent / "config.yaml")
     trainer = Trainer(options(tmp_path, data_dir, "finetune", base_config=base, init_from=original), log=quiet)
-    trainer._build()
+    state = trainer.build()
     src = weights(source)
-    got = trainer.model.state_dict()
+    got = state.model.state_dict()
     for k, v in src.items():
         if k in ("spec_min", "spec_max"):
             assert len(set(got[k].flatten().tolist())) > 1  # this data's per-bin values, not [-7]/[1]
         else:
             torch.testing.assert_close(got[k], v)
-    assert trainer.global_step == 0
+    assert state.step == 0
     with pytest.raises(DiffSvcError, match="already has checkpoints"):
         train(options(tmp_path, data_dir, "source", base_config=base, init_from=original, max_steps=3), log=quiet)
 

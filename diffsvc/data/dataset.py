@@ -1,4 +1,6 @@
-"""Training items from prepared data: random crops, length buckets, padded batches."""
+"""Training items from prepared data: random crops, length buckets, padded batches.
+
+The records themselves (TrainingItem, TrainingBatch) and `collate` live in diffsvc.data.batch."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from diffsvc.data.batch import TrainingBatch, TrainingItem, collate
 from diffsvc.data.prepared import Piece, PreparedData
 from diffsvc.features.align import align_content_to_mel
 from diffsvc.features.pitch import norm_interp_f0
@@ -16,9 +19,9 @@ from diffsvc.features.pitch import norm_interp_f0
 
 def make_item(mel: np.ndarray, f0_hz: np.ndarray, units: np.ndarray, *, crop_frames: int = 0,
               rng: random.Random | None = None, max_frames: int = 42000,
-              max_input_tokens: int = 60000) -> dict[str, torch.Tensor]:
+              max_input_tokens: int = 60000) -> TrainingItem:
     """One training item: mel [T,M], log2 f0 with gaps interpolated [T], units [Th,256] and
-    mel2ph [T] (1-based into units). Long items are cropped at random to crop_frames (ours),
+    mel2ph [T] (1-based into units); the unvoiced flags are not kept (nothing reads them). Long items are cropped at random to crop_frames (ours),
     keeping just the content frames the crop reads.
 
     The original's limits: mel[:max_frames] and units[:max_input_tokens]. It cut the units
@@ -40,14 +43,10 @@ def make_item(mel: np.ndarray, f0_hz: np.ndarray, units: np.ndarray, *, crop_fra
         last = int(mel2ph.max())
         units = units[first - 1:last]
         mel2ph = np.where(mel2ph > 0, mel2ph - first + 1, 0)
-    f0_log2, uv = norm_interp_f0(f0_hz)
-    return {
-        "mel": torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32)),
-        "f0": f0_log2,
-        "uv": uv,
-        "units": torch.from_numpy(np.ascontiguousarray(units, dtype=np.float32)),
-        "mel2ph": torch.from_numpy(mel2ph.astype(np.int64)),
-    }
+    f0_log2, _uv = norm_interp_f0(f0_hz)
+    return TrainingItem(mel=torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32)), f0=f0_log2,
+                        units=torch.from_numpy(np.ascontiguousarray(units, dtype=np.float32)),
+                        mel2ph=torch.from_numpy(mel2ph.astype(np.int64)))
 
 
 class PieceDataset(Dataset):
@@ -73,36 +72,14 @@ class PieceDataset(Dataset):
         n = min(self.pieces[index].frames, self.max_frames)
         return min(n, self.crop_frames) if self.crop_frames else n
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, index: int) -> TrainingItem:
+        """The item at `index` for the current epoch (its crop depends on seed, epoch and index)."""
         arrays = self.data.load(self.pieces[index])
         rng = random.Random(hash((self.seed, self.epoch, index)) & 0xFFFFFFFF)
-        return make_item(arrays["mel"], arrays["f0"], arrays["units"], crop_frames=self.crop_frames, rng=rng,
+        item = make_item(arrays["mel"], arrays["f0"], arrays["units"], crop_frames=self.crop_frames, rng=rng,
                          max_frames=self.max_frames, max_input_tokens=self.max_input_tokens)
-
-
-def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Pad to the longest item: mel and f0 with 0, mel2ph with 0 (padding), units with 0."""
-    lengths = torch.tensor([len(it["mel"]) for it in items])
-    t = int(lengths.max())
-    th = max(len(it["units"]) for it in items)
-    b = len(items)
-    m = items[0]["mel"].shape[1]
-    batch = {
-        "mel": torch.zeros(b, t, m),
-        "f0": torch.zeros(b, t),
-        "uv": torch.zeros(b, t),
-        "units": torch.zeros(b, th, items[0]["units"].shape[1]),
-        "mel2ph": torch.zeros(b, t, dtype=torch.long),
-        "lengths": lengths,
-    }
-    for i, it in enumerate(items):
-        n = len(it["mel"])
-        batch["mel"][i, :n] = it["mel"]
-        batch["f0"][i, :n] = it["f0"]
-        batch["uv"][i, :n] = it["uv"]
-        batch["mel2ph"][i, :n] = it["mel2ph"]
-        batch["units"][i, :len(it["units"])] = it["units"]
-    return batch
+        item.index, item.epoch = index, self.epoch
+        return item
 
 
 class LengthBucketSampler(Sampler[list[int]]):
@@ -158,6 +135,10 @@ class LengthBucketSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return len(self.batches())
+
+
+__all__ = ["TrainingBatch", "TrainingItem", "collate", "make_item", "PieceDataset", "LengthBucketSampler",
+           "padding_fraction"]
 
 
 def padding_fraction(lengths: list[int], batches: list[list[int]]) -> float:

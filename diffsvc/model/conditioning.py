@@ -9,11 +9,33 @@ predictor) only so that original checkpoints load strictly.
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from diffsvc.features.pitch import denorm_f0, f0_to_coarse
+
+
+@dataclass
+class Conditioning:
+    """What the denoiser is conditioned on, per mel frame.
+
+    cond       [B,T,H] from ConditioningEmbedding (content + pitch embedding, 0 at padding);
+               GaussianDiffusion.condition hands it over as [B,H,T], the denoiser's layout
+    f0_denorm  [B,T] f0 in Hz (2^f0_log2; 0 at padding frames)
+    pitch      [B,T] long, coarse f0 bins 1..f0_bin-1 (the original's f0_to_coarse)
+    """
+
+    cond: torch.Tensor
+    f0_denorm: torch.Tensor
+    pitch: torch.Tensor
+
+    def channels_first(self) -> "Conditioning":
+        """The same record with cond as [B,H,T]."""
+        return dataclasses.replace(self, cond=self.cond.transpose(1, 2))
 
 
 class _PositionsPlaceholder(nn.Module):
@@ -41,7 +63,10 @@ class UnusedPitchPredictor(nn.Module):
 
 
 class ConditioningEmbedding(nn.Module):
-    """forward(units [B,Th,H], mel2ph [B,T], f0_log2 [B,T]) -> dict(cond [B,T,H], f0_denorm, pitch)."""
+    """forward(units [B,Th,H], mel2ph [B,T], f0_log2 [B,T]) -> Conditioning (cond [B,T,H], f0_denorm, pitch).
+
+    `extra` [B,H] or [B,T,H], optional: added to every real frame's conditioning (where a
+    multi-singer model adds its speaker embedding, as DiffSinger does); None for the original."""
 
     def __init__(self, hidden_size: int = 256, n_mels: int = 128, f0_bin: int = 256, f0_min: float = 40.0,
                  f0_max: float = 1100.0, predictor_layers: int = 5, predictor_kernel: int = 5,
@@ -59,7 +84,8 @@ class ConditioningEmbedding(nn.Module):
         return cls(config.hidden_size, config.audio_num_mel_bins, config.f0_bin, config.f0_min, config.f0_max,
                    config.predictor_layers, config.predictor_kernel, config.predictor_hidden, config.pitch_type)
 
-    def forward(self, units: torch.Tensor, mel2ph: torch.Tensor, f0_log2: torch.Tensor) -> dict:
+    def forward(self, units: torch.Tensor, mel2ph: torch.Tensor, f0_log2: torch.Tensor,
+                extra: torch.Tensor | None = None) -> Conditioning:
         padding = mel2ph == 0
         # A zero row in front: mel2ph = 0 (padding) gathers zeros.
         units = F.pad(units, (0, 0, 1, 0))
@@ -67,5 +93,8 @@ class ConditioningEmbedding(nn.Module):
         content = torch.gather(units, 1, index)
         f0_denorm = denorm_f0(f0_log2, padding)
         pitch = f0_to_coarse(f0_denorm, self.f0_bin, self.f0_min, self.f0_max)
-        cond = (content + self.pitch_embed(pitch)) * (~padding)[..., None].to(content.dtype)
-        return {"cond": cond, "f0_denorm": f0_denorm, "pitch": pitch}
+        cond = content + self.pitch_embed(pitch)
+        if extra is not None:
+            cond = cond + (extra[:, None] if extra.dim() == 2 else extra)
+        cond = cond * (~padding)[..., None].to(content.dtype)
+        return Conditioning(cond=cond, f0_denorm=f0_denorm, pitch=pitch)

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from diffsvc.model.conditioning import ConditioningEmbedding
+from diffsvc.model.conditioning import Conditioning, ConditioningEmbedding
 from diffsvc.model.diffnet import DiffNet
 from diffsvc.model.schedule import SCHEDULE_BUFFERS, make_betas, schedule_buffers
 from diffsvc.sampling import Sampler
@@ -70,11 +70,9 @@ class GaussianDiffusion(nn.Module):
         return a * x0 + b * noise
 
     # --- conditioning ---
-    def condition(self, units: torch.Tensor, mel2ph: torch.Tensor, f0_log2: torch.Tensor) -> dict:
-        """dict(cond [B,H,T] for the denoiser, f0_denorm [B,T], pitch [B,T])."""
-        out = self.fs2(units, mel2ph, f0_log2)
-        out["cond"] = out["cond"].transpose(1, 2)
-        return out
+    def condition(self, units: torch.Tensor, mel2ph: torch.Tensor, f0_log2: torch.Tensor) -> Conditioning:
+        """Conditioning with cond [B,H,T] for the denoiser, f0_denorm [B,T], pitch [B,T]."""
+        return self.fs2(units, mel2ph, f0_log2).channels_first()
 
     @staticmethod
     def frame_mask(mel2ph: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor | None:
@@ -99,7 +97,7 @@ class GaussianDiffusion(nn.Module):
         x0 = self.norm_spec(mel).transpose(1, 2)[:, None]
         if noise is None:
             noise = torch.randn(x0.shape, device=mel.device, dtype=x0.dtype, generator=generator)
-        cond = self.condition(units, mel2ph, f0_log2)["cond"]
+        cond = self.condition(units, mel2ph, f0_log2).cond
         mask = self.frame_mask(mel2ph, lengths)
         x_t = self.q_sample(x0, t, noise)
         if mask is not None:
@@ -121,7 +119,7 @@ class GaussianDiffusion(nn.Module):
         use_gt_mel / add_noise_step) instead of pure noise. `noise` fixes the start noise.
         lengths given: batched items of different lengths are kept apart by masking (ours).
         """
-        cond = self.condition(units, mel2ph, f0_log2)["cond"]
+        cond = self.condition(units, mel2ph, f0_log2).cond
         b, t_frames = mel2ph.shape
         shape = (b, 1, self.n_mels, t_frames)
         if noise is None:

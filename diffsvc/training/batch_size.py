@@ -5,7 +5,7 @@ A training step's peak memory grows in a straight line with the padded frames in
 fixed). So we run a couple of real steps of this model, with these settings, at two batch sizes,
 fit the line, and take the largest batch whose predicted peak fits in the free memory minus a
 margin (fragmentation and cuDNN workspaces are not in the line). If a step still runs out of
-memory the trainer splits that batch into parts and retries it (see trainer.py).
+memory the trainer splits that batch into parts and retries it (see step.py).
 """
 
 from __future__ import annotations
@@ -101,3 +101,35 @@ def is_out_of_memory(error: BaseException) -> bool:
     if isinstance(error, torch.OutOfMemoryError):
         return True
     return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
+def items_from_memory(step: Callable[[int], None], device: torch.device, frames: int, *, param_bytes: int,
+                      several_processes: bool, margin: float, max_items: int,
+                      log: Callable[[str], None] = print) -> int:
+    """The most items of `frames` frames per batch that fit in this GPU's free memory, from real
+    steps of 1, 2 and 4 items (`step(n)`: a forward and backward; it is the caller's to clear the
+    gradients after each). Raises DiffSvcError when not even one or two items fit."""
+    from diffsvc.errors import DiffSvcError
+
+    samples = []
+    for n in (1, 2, 4):
+        try:
+            samples += measure_step_memory(step, device, [n], frames)
+        except Exception as e:  # noqa: BLE001 - only running out of memory is expected here
+            if not is_out_of_memory(e):
+                raise
+            break
+    if len(samples) < 2:
+        raise DiffSvcError(f"not enough GPU memory for a batch of two items of {frames} frames; lower "
+                           "crop_frames in the project's config.yaml or pass --batch-size 1")
+    line = fit_memory_line(samples)
+    # AdamW keeps two moments per weight; several processes also need a flat buffer of gradients
+    extra = 2 * param_bytes + (param_bytes if several_processes else 0)
+    available = available_cuda_bytes(device)
+    items = choose_batch_size(available, line, frames, extra_fixed_bytes=extra, margin=margin, max_items=max_items)
+    log(f"memory: {line.per_frame / 2**20:.2f} MiB per frame + {line.fixed / 2**30:.2f} GiB fixed, "
+        f"{available / 2**30:.1f} GiB available -> {items} items of {frames} frames")
+    if items < 1:
+        raise DiffSvcError(f"not enough GPU memory for one item of {frames} frames; lower crop_frames in the "
+                           "project's config.yaml")
+    return items

@@ -1,0 +1,128 @@
+"""Checkpoints of a training run: write one, resume from one, or start from another project's.
+
+A checkpoint is in the original Diff-SVC layout (epoch, global_step, state_dict with `model.`
+keys, optimizer_states, lr_schedulers) and carries our resume record under RESUME_KEY, which the
+original ignores: the data epoch and position, the batch plan and split, the loss scaler, the
+global random states and the state of any extra modules (TrainState.extras).
+
+Writes go to a temporary name and are renamed when complete; old checkpoints are pruned only
+after that, so a full disk or a kill mid-write leaves the last good checkpoint as it was.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from diffsvc.checkpoint import checkpoint_name, load_model, save_model
+from diffsvc.config import Config
+from diffsvc.errors import CheckpointError, DiffSvcError
+from diffsvc.training.batch_size import BatchPlan
+from diffsvc.training.project import Project
+from diffsvc.training.randomness import rng_states, set_rng_states
+from diffsvc.training.state import TrainState
+
+RESUME_KEY = "diffsvc_resume"  # our resume state inside the checkpoint; the original ignores it
+
+
+class CheckpointWriteError(DiffSvcError):
+    """A checkpoint could not be written (full disk, read-only folder); the last good one is kept."""
+
+
+def resume_record(state: TrainState, *, world_size: int, plan: BatchPlan) -> dict:
+    """What RESUME_KEY holds for `state`."""
+    record = {
+        "data_epoch": state.epoch, "data_position": state.position, "split": state.split,
+        "world_size": world_size,
+        "batch_plan": {"max_sentences": plan.max_sentences, "max_tokens": plan.max_tokens},
+        "scaler": state.scaler.state_dict() if state.scaler is not None else {},
+        "rng": rng_states(),
+    }
+    if state.extras:
+        record["extras"] = {name: module.state_dict() for name, module in state.extras.items()}
+    return record
+
+
+def save_checkpoint(state: TrainState, project: Project, *, world_size: int, plan: BatchPlan, keep: int) -> Path:
+    """Write `model_ckpt_steps_<step>.ckpt` into the project, then prune to the newest `keep`.
+
+    Raises CheckpointWriteError (one line: the path and the system's reason) when the file cannot
+    be written; the previous checkpoints are left as they were."""
+    path = project.root / checkpoint_name(state.step)
+    try:
+        save_model(path, state.model, state.step, epoch=state.epoch,
+                   optimizer_states=[state.optimizer.state_dict()], lr_schedulers=[state.scheduler.state_dict()],
+                   extra={RESUME_KEY: resume_record(state, world_size=world_size, plan=plan)})
+    except OSError as e:
+        last = project.latest_checkpoint()
+        kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+        raise CheckpointWriteError(f"cannot write the checkpoint {path}: {e.strerror or e}; {kept}") from None
+    project.prune_checkpoints(keep)
+    return path
+
+
+def resume(state: TrainState, path: Path, config: Config, *, world_size: int, trust: bool = False,
+           log: Callable[[str], None] = print) -> None:
+    """Restore `state` from a checkpoint of this project: weights, optimizer, schedule, step, data
+    position, split, scaler, random states and extras. A run with another number of processes
+    restarts the data order at the next epoch (the batches per process differ)."""
+    loaded = load_model(path, config, allow_unsafe=trust)
+    state.model.load_state_dict(loaded.model.state_dict())
+    ckpt = loaded.raw
+    if ckpt.get("optimizer_states"):
+        state.optimizer.load_state_dict(ckpt["optimizer_states"][0])
+    if ckpt.get("lr_schedulers"):
+        state.scheduler.load_state_dict(ckpt["lr_schedulers"][0])
+    state.step = loaded.global_step
+    record = ckpt.get(RESUME_KEY) or {}
+    state.resumed = record
+    state.epoch = int(record.get("data_epoch", ckpt.get("epoch") or 0))
+    state.position = int(record.get("data_position", 0))
+    if record and int(record.get("world_size", 1)) != world_size:
+        log(f"the checkpoint was trained with {record.get('world_size')} processes and this run has "
+            f"{world_size}: the data order restarts at the next epoch")
+        state.epoch, state.position = state.epoch + 1, 0
+    state.split = int(record.get("split", 1))
+    if state.scaler is not None and record.get("scaler"):
+        state.scaler.load_state_dict(record["scaler"])
+    for name, saved in (record.get("extras") or {}).items():
+        if name in state.extras:
+            state.extras[name].load_state_dict(saved)
+    set_rng_states(record.get("rng"))
+    log(f"resumed from {path} (step {state.step})")
+
+
+def init_weights_from(state: TrainState, path: Path, config: Config, *, trust: bool = False,
+                      log: Callable[[str], None] = print) -> None:
+    """Fine-tune: take the weights of any Diff-SVC checkpoint (ours or the original's) but keep this
+    project's spec_min/spec_max (they describe this project's data); optimizer and step start fresh.
+    The checkpoint's own config.yaml is used for its sizes when it sits beside it."""
+    beside = path.parent / "config.yaml"
+    source_config = beside if beside.exists() else config
+    try:
+        loaded = load_model(path, source_config, allow_unsafe=trust)
+    except CheckpointError as e:
+        if source_config is config:
+            raise CheckpointError(f"{e} (no config.yaml beside it, so the project's sizes were assumed)") from None
+        raise
+    weights = {k: v for k, v in loaded.model.state_dict().items() if k not in ("spec_min", "spec_max")}
+    missing, _unexpected = state.model.load_state_dict(weights, strict=False)
+    if [k for k in missing if k not in ("spec_min", "spec_max")]:
+        raise CheckpointError(f"{path}: does not fit this project's model ({missing[0]} missing)")
+    log(f"initialised from {path} (trained {loaded.global_step} steps); "
+        "optimizer and step start fresh, spec_min/spec_max are this data's")
+
+
+def restore_or_init(state: TrainState, project: Project, config: Config, *, init_from: Path | None,
+                    world_size: int, trust: bool = False, log: Callable[[str], None] = print) -> Path | None:
+    """Resume from the project's newest checkpoint, or take the weights of `init_from` for a project
+    without checkpoints (refused when it has some). Returns the checkpoint resumed from."""
+    latest = project.latest_checkpoint()
+    if latest is not None and init_from is not None:
+        raise DiffSvcError(f"--init-from: {project.root} already has checkpoints (newest {latest.name}); "
+                           "pass --reset to start the project over from the given checkpoint")
+    if latest is not None:
+        resume(state, latest, config, world_size=world_size, trust=trust, log=log)
+    elif init_from is not None:
+        init_weights_from(state, Path(init_from), config, trust=trust, log=log)
+    return latest

@@ -1,0 +1,109 @@
+"""Validation: the loss on the validation pieces, and what `infer` would make of the first few.
+
+The loss uses fixed noise per piece (randomness stream 1), so its values compare across steps.
+The first `num_valid_plots` pieces are sampled from pure noise with the project's sampler and
+sampling steps (config `sampler`, `sampling_steps`, as `diffsvc infer` samples by default) and
+vocoded with the project's vocoder (config `vocoder`, through the same factory as infer), so
+TensorBoard shows what a conversion would give at this step.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from diffsvc.config import Config
+from diffsvc.data.batch import TrainingBatch, collate
+from diffsvc.data.dataset import PieceDataset
+from diffsvc.training.devices import autocast
+from diffsvc.training.logging import LogWriteError, TrainLogger
+from diffsvc.training.objective import LossFunction
+from diffsvc.training.randomness import PLOT_STREAM, VALID_STREAM, item_seed
+
+
+def validation_sampler(config: Config, model):
+    """The sampler `infer` uses by default for this project: config.sampler with config.sampling_steps."""
+    from diffsvc.sampling import make_sampler
+
+    return make_sampler(config.sampler, model.schedule(), config.sampling_steps)
+
+
+class Validator:
+    """Runs validation for a training run (on the main process only).
+
+    `validator(model, loss, step)` returns the mean validation loss (None without validation
+    pieces), logs it as val/loss, and logs mel pictures (target above, sampled below) and, when the
+    vocoder loads, audio of the first num_valid_plots pieces. Audio never stops training: a vocoder
+    that fails to load or run is reported once and validation goes on without audio."""
+
+    def __init__(self, valid_set: PieceDataset, config: Config, device: torch.device, amp_dtype: torch.dtype | None,
+                 logger: TrainLogger, generator: torch.Generator, log: Callable[[str], None] = print):
+        self.valid_set = valid_set
+        self.config = config
+        self.device = device
+        self.amp_dtype = amp_dtype
+        self.logger = logger
+        self.generator = generator
+        self.log = log
+        self._vocoder: object = "unloaded"
+        self._target_audio_logged: set[int] = set()
+
+    def __call__(self, model, loss: LossFunction, step: int) -> float | None:
+        if len(self.valid_set) == 0:
+            return None
+        model.eval()
+        losses = []
+        try:
+            with torch.no_grad():
+                for index in range(len(self.valid_set)):
+                    batch = collate([self.valid_set[index]]).to(self.device)
+                    with autocast(self.device, self.amp_dtype):
+                        losses.append(float(loss(batch, stream=VALID_STREAM)))
+                    if index < self.config.num_valid_plots:
+                        self.render(model, index, batch, step)
+        finally:
+            model.train()
+        value = float(np.mean(losses))
+        self.logger.scalars({"val/loss": value}, step)
+        self.logger.flush()
+        return value
+
+    def render(self, model, index: int, batch: TrainingBatch, step: int) -> torch.Tensor:
+        """Sample piece `index` from pure noise (the same noise at every step) as infer would, log
+        its picture and audio, and return the mel [T,M]."""
+        self.generator.manual_seed(item_seed(self.config.seed, 0, index, stream=PLOT_STREAM))
+        mel = model.sample(batch.units, batch.mel2ph, batch.f0, validation_sampler(self.config, model),
+                           generator=self.generator)
+        mel = mel.clamp(self.config.mel_vmin, self.config.mel_vmax)
+        self.logger.mel_image(f"mel/{index}", batch.mel[0].float().cpu().numpy(), mel[0].float().cpu().numpy(),
+                              step, self.config.mel_vmin, self.config.mel_vmax)
+        vocoder = self.vocoder()
+        if vocoder is not None:
+            try:
+                f0_hz = torch.pow(2.0, batch.f0[0])  # interpolated f0, as the original vocoded with
+                if index not in self._target_audio_logged:
+                    self.logger.audio(f"audio/{index}_target", vocoder.vocode(batch.mel[0], f0_hz), step,
+                                      vocoder.sample_rate)
+                    self._target_audio_logged.add(index)
+                self.logger.audio(f"audio/{index}_sampled", vocoder.vocode(mel[0], f0_hz), step, vocoder.sample_rate)
+            except LogWriteError:
+                raise  # the logs cannot be written: not the vocoder's fault
+            except Exception as e:  # noqa: BLE001 - audio in the logs must never stop training
+                self.log(f"validation audio disabled: the vocoder failed ({e})")
+                self._vocoder = None
+        return mel[0]
+
+    def vocoder(self):
+        """The project's vocoder (config.vocoder) from the factory infer uses, or None when it
+        cannot be loaded (said once)."""
+        if self._vocoder == "unloaded":
+            self._vocoder = None
+            try:
+                from diffsvc.inference.components import load_vocoder_for
+
+                self._vocoder = load_vocoder_for(self.config, self.device)
+            except Exception as e:  # noqa: BLE001 - audio in the logs must never stop training
+                self.log(f"validation audio disabled: cannot use the {self.config.vocoder} vocoder ({e})")
+        return self._vocoder
