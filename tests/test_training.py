@@ -387,3 +387,109 @@ def test_two_process_ddp_agrees_with_one_process(tmp_path, data_dir):
     initial = GaussianDiffusion.from_config(config).state_dict()
     key = "denoise_fn.input_projection.weight"
     assert (initial[key] - wb[key]).abs().max() > 1e-3
+
+
+def test_validation_samples_and_vocodes_as_infer_would(tmp_path, data_dir, monkeypatch):
+    # issue 14: validation sampled with the original's PLMS whatever the project's sampler;
+    # issue 11: it vocoded with NSF-HiFiGAN from vocoder_ckpt whatever `vocoder` said.
+    from diffsvc.sampling import SAMPLERS
+    from diffsvc.training.logging import TrainLogger
+
+    base = write_config(tmp_path / "base.yaml", num_valid_plots=1, sampler="ddim", sampling_steps=3,
+                        vocoder="griffin-lim", vocoder_ckpt=str(tmp_path / "no-such-vocoder"))
+    trainer = Trainer(options(tmp_path, data_dir, base_config=base, max_steps=1), log=quiet)
+    state = trainer.build()
+    samplers, calls, sample_calls, audio = [], [], [], []
+    real_sample, real_denoise = GaussianDiffusion.sample, state.model.denoise_fn.forward
+
+    def spy_sample(self, *a, **k):
+        samplers.append(a[3])
+        before = len(calls)
+        mel = real_sample(self, *a, **k)
+        sample_calls.append(len(calls) - before)
+        return mel
+
+    monkeypatch.setattr(GaussianDiffusion, "sample", spy_sample)
+    monkeypatch.setattr(state.model.denoise_fn, "forward", lambda *a, **k: calls.append(1) or real_denoise(*a, **k))
+    monkeypatch.setattr(TrainLogger, "audio", lambda self, tag, wav, step, sr: audio.append((tag, wav.numel(), sr)))
+    assert trainer.validate() is not None
+    assert [type(s) for s in samplers] == [SAMPLERS["ddim"]]  # the project's sampler...
+    assert sample_calls == [3]  # ...with its sampling_steps (one denoiser call each)
+    # audio from the configured vocoder (Griffin-Lim needs no file), for the target and the sample
+    assert sorted(tag for tag, _, _ in audio) == ["audio/0_sampled", "audio/0_target"]
+    assert all(n > 0 and sr == 44100 for _, n, sr in audio)
+
+
+def _enospc(*_a, **_k):
+    import errno
+
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_while_saving_is_one_line_and_keeps_the_last_checkpoint(tmp_path, data_dir, monkeypatch, capsys):
+    from diffsvc.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    base = write_config(tmp_path / "base.yaml", val_check_interval=2)
+    args = ["train", "--project", "p", "--data", str(data_dir), "--config", str(base), "--device", "cpu",
+            "--workers", "0", "--no-progress"]
+    assert main(args + ["--max-steps", "2"]) == 0
+    root = tmp_path / "models" / "p"
+    good = root / "model_ckpt_steps_2.ckpt"
+    before = good.read_bytes()
+    capsys.readouterr()
+    real_save = torch.save
+
+    def full_disk(obj, f, *a, **k):  # the disk fills up halfway through the next checkpoint
+        real_save({"half": torch.zeros(1000)}, f)
+        f.flush()
+        _enospc()
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    assert main(args + ["--max-steps", "4"]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "Traceback" not in err and "Exception" not in err, err
+    err = errors
+    rel = Path("models") / "p"  # (the project as the command names it)
+    assert str(rel / "model_ckpt_steps_4.ckpt") in err[0] and "No space left on device" in err[0]
+    assert str(rel / good.name) in err[0]  # says which checkpoint is the last good one
+    assert sorted(find_checkpoints(root)) == [2] and good.read_bytes() == before
+    assert not any(".part" in p.name for p in root.iterdir())  # nothing partial left behind
+
+
+def test_a_full_disk_for_the_logs_is_one_line(tmp_path, data_dir, monkeypatch, capsys):
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    from diffsvc.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    base = write_config(tmp_path / "base.yaml", val_check_interval=2)
+    args = ["train", "--project", "p", "--data", str(data_dir), "--config", str(base), "--device", "cpu",
+            "--workers", "0", "--no-progress", "--max-steps", "4"]
+    monkeypatch.setattr(RecordWriter, "write", _enospc)  # TensorBoard's writer thread cannot write
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "Traceback" not in err and "Exception" not in err, err
+    err = errors
+    assert str(Path("models") / "p" / "logs") in err[0] and "No space left on device" in err[0]
+    assert not find_checkpoints(tmp_path / "models" / "p")
+
+
+def test_extra_modules_in_the_state_are_checkpointed_and_resumed(tmp_path, data_dir):
+    # what an average of the weights (or any module that changes with training) relies on
+    from diffsvc.training.checkpointing import resume, save_checkpoint
+
+    trainer = Trainer(options(tmp_path, data_dir, max_steps=1), log=quiet)
+    state = trainer.build()
+    state.extras["average"] = torch.nn.Linear(3, 2)
+    state.step = 7
+    path = save_checkpoint(state, trainer.options.project, world_size=1, plan=trainer.plan, keep=2)
+    fresh = Trainer(options(tmp_path, data_dir, "other", base_config=trainer.options.base_config), log=quiet).build()
+    fresh.extras["average"] = torch.nn.Linear(3, 2)
+    resume(fresh, path, trainer.config, world_size=1, log=quiet)
+    assert fresh.step == 7
+    for k, v in state.extras["average"].state_dict().items():
+        torch.testing.assert_close(fresh.extras["average"].state_dict()[k], v)
+    assert load_model(path).global_step == 7  # and the file is still a plain original-layout checkpoint
