@@ -130,11 +130,11 @@ def units_rows(device: torch.device) -> tuple[list[list], dict]:
     frames = len(wav) // 512
     item = make_item(np.random.randn(frames, 128).astype(np.float32) * 0.5 - 3,
                      np.full(frames, 220.0, dtype=np.float32), units)
-    batch = {k: v.to(device) for k, v in collate([item]).items()}
+    batch = collate([item]).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step():
-        loss = model.loss(batch["mel"], batch["units"], batch["mel2ph"], batch["f0"], batch["lengths"])
+        loss = model.loss(batch.mel, batch.units, batch.mel2ph, batch.f0, batch.lengths)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()

@@ -58,8 +58,8 @@ def real_inputs(data_dir, lengths, n_mels, device, seed=0):
         raise SystemExit(f"{data_dir}: only {len(items)} pieces for {len(lengths)} lengths")
     batch = collate(items)
     g = torch.Generator().manual_seed(seed)
-    noise = torch.randn(len(items), 1, n_mels, batch["mel2ph"].shape[1], generator=g)
-    return [x.to(device) for x in (batch["units"], batch["mel2ph"], batch["f0"], noise, batch["lengths"])]
+    noise = torch.randn(len(items), 1, n_mels, batch.mel2ph.shape[1], generator=g)
+    return [x.to(device) for x in (batch.units, batch.mel2ph, batch.f0, noise, batch.lengths)]
 
 
 def main(argv=None) -> int:

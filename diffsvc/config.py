@@ -75,7 +75,8 @@ class Config:
     spec_max: list = _f([0.0], "per-bin log10 mel maximum (written by preprocess)")
     mel_vmin: float = _f(-6.0, "predicted mel is clipped to [mel_vmin, mel_vmax] before vocoding")
     mel_vmax: float = _f(1.5, "see mel_vmin")
-    pndm_speedup: int = _f(10, "PLMS interval for validation sampling", min=1)
+    pndm_speedup: int = _f(10, "the original's PLMS interval for validation; not read (validation samples with "
+                                "sampler and sampling_steps, as infer does)", min=1)
 
     # --- features and model files ---
     content_encoder: str = _f("hubert-soft", "content units: hubert-soft, contentvec, or the weight-free "
