@@ -137,13 +137,12 @@ class LengthBucketSampler(Sampler[list[int]]):
         return len(self.batches())
 
 
-__all__ = ["TrainingBatch", "TrainingItem", "collate", "make_item", "PieceDataset", "LengthBucketSampler",
-           "padding_fraction"]
-
-
 def padding_fraction(lengths: list[int], batches: list[list[int]]) -> float:
     """Share of padded frames in a set of batches (what bucketing minimises)."""
     padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
     real = sum(lengths[i] for b in batches for i in b)
     return 1 - real / padded if padded else 0.0
 
+
+__all__ = ["TrainingBatch", "TrainingItem", "collate", "make_item", "PieceDataset", "LengthBucketSampler",
+           "padding_fraction"]

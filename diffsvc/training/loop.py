@@ -85,6 +85,9 @@ class StepRecord:
 
 @dataclass
 class TrainResult:
+    """Where a run ended: the step, the newest checkpoint, the good steps it made, its batch plan,
+    whether a signal stopped it and (CUDA) its peak memory."""
+
     global_step: int
     checkpoint: Path | None
     history: list[StepRecord] = field(default_factory=list)

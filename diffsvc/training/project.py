@@ -33,6 +33,8 @@ _MEL_KEYS = {"sample_rate": "audio_sample_rate", "audio_sample_rate": "audio_sam
 
 
 class Project:
+    """The folder of one training project (see the module docstring for its files)."""
+
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
 
