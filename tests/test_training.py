@@ -493,3 +493,26 @@ def test_extra_modules_in_the_state_are_checkpointed_and_resumed(tmp_path, data_
     for k, v in state.extras["average"].state_dict().items():
         torch.testing.assert_close(fresh.extras["average"].state_dict()[k], v)
     assert load_model(path).global_step == 7  # and the file is still a plain original-layout checkpoint
+
+
+def test_the_loop_trains_any_loss_function_it_is_given(tmp_path, data_dir):
+    # the seam a distillation or multi-singer objective uses: same loop, another loss
+    from diffsvc.training.loop import diffusion_loss
+
+    base = write_config(tmp_path / "base.yaml", val_check_interval=100)
+    reference = train(options(tmp_path, data_dir, "ref", base_config=base, max_steps=1), log=quiet)
+    seen = []
+
+    def doubled(state, config, device, dist):
+        original = diffusion_loss(state, config, device, dist)
+
+        def loss(batch, stream=0):
+            seen.append(batch.items)
+            return 2 * original(batch, stream)
+
+        return loss
+
+    result = Trainer(options(tmp_path, data_dir, "doubled", base_config=base, max_steps=1), log=quiet,
+                     make_loss=doubled).run()
+    assert seen and result.history[0].items == reference.history[0].items
+    assert result.history[0].loss == pytest.approx(2 * reference.history[0].loss, rel=1e-6)
