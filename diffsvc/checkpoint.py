@@ -3,7 +3,7 @@
 A checkpoint is `model_ckpt_steps_N.ckpt`: a dict with epoch, global_step,
 checkpoint_callback_best, optimizer_states, lr_schedulers and state_dict, where state_dict holds
 GaussianDiffusion's keys prefixed `model.`. The model's sizes live in the `config.yaml` beside it,
-so the two are loaded as a pair. Files are read with weights_only=True (safe_load).
+so the two are loaded as a pair. Files are read with weights_only=True (diffsvc.modelfile).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from diffsvc.config import Config, load_config
 from diffsvc.errors import CheckpointError, ConfigError
 from diffsvc.fileio import atomic_torch_save
 from diffsvc.model.diffusion import GaussianDiffusion
-from diffsvc.safe_load import safe_torch_load
+from diffsvc.modelfile.strict import compare_state
+from diffsvc.modelfile.torch_load import safe_torch_load
 
 CKPT_PATTERN = re.compile(r"model_ckpt_steps_(\d+)\.ckpt$")
 PREFIX = "model."
@@ -111,23 +112,16 @@ def load_model(path: str | os.PathLike, config: Config | str | os.PathLike | Non
         raise CheckpointError(f"{path}: {e}") from None
     if "spec_min" in state:
         model.resize_spec_stats(state["spec_min"].shape[-1])
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state and not k.startswith(UNUSED_PREFIXES)]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (first: {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (first: {unexpected[0]})")
-        raise CheckpointError(f"{path}: keys do not match the Diff-SVC model: {'; '.join(parts)}")
-    for key, value in state.items():
-        if tuple(value.shape) != tuple(expected[key].shape):
-            raise CheckpointError(
-                f"{path}: does not match its config: {key} has shape {tuple(value.shape)} in the checkpoint "
-                f"but {tuple(expected[key].shape)} from the config (check residual_channels, residual_layers, "
-                "hidden_size, audio_num_mel_bins)"
-            )
+    mismatch = compare_state(model.state_dict(), state, optional=UNUSED_PREFIXES)
+    if mismatch.missing or mismatch.unexpected:
+        raise CheckpointError(f"{path}: keys do not match the Diff-SVC model: {mismatch.keys_part('first:')}")
+    if mismatch.reshaped:
+        key, got, want = mismatch.reshaped[0]
+        raise CheckpointError(
+            f"{path}: does not match its config: {key} has shape {got} in the checkpoint "
+            f"but {want} from the config (check residual_channels, residual_layers, "
+            "hidden_size, audio_num_mel_bins)"
+        )
     model.load_state_dict(state, strict=False)
     model.to(device).eval()
     return LoadedModel(model, config, path, int(ckpt.get("global_step") or _step_from_name(path) or 0), ckpt)

@@ -220,6 +220,36 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     return value
 
 
+# The original Diff-SVC writes class paths where diffsvc writes names: {key: {value: ours}}. The
+# original's registry also took the bare class name in either case; the last dotted part is matched.
+ORIGINAL_VALUES = {
+    "vocoder": {"nsfhifigan": "nsf-hifigan"},
+}
+# Values of the original that diffsvc cannot honour: {key: {last dotted part, lower case: why}}.
+ORIGINAL_UNSUPPORTED = {
+    "vocoder": {
+        "hifigan": "is the original's 24 kHz HiFiGAN (DiffSinger's, without NSF; training/config.yaml), which diffsvc "
+                   "does not support: it converts 44.1 kHz projects made with NSF-HiFiGAN "
+                   "(network.vocoders.nsf_hifigan.NsfHifiGAN, training/config_nsf.yaml)",
+        "pwg": "is Parallel WaveGAN, which diffsvc does not support: it converts 44.1 kHz projects made with NSF-HiFiGAN",
+    },
+}
+
+
+def original_value(key: str, value: Any, source: str = "<config>") -> Any:
+    """The diffsvc value for a value the original Diff-SVC writes (class paths such as
+    network.vocoders.nsf_hifigan.NsfHifiGAN -> nsf-hifigan); other values pass unchanged.
+    Raises ConfigError naming key and file for an original value diffsvc does not support."""
+    if key not in ORIGINAL_VALUES and key not in ORIGINAL_UNSUPPORTED or not isinstance(value, str):
+        return value
+    name = value.rsplit(".", 1)[-1].lower()
+    if name in ORIGINAL_VALUES.get(key, {}) and value not in FIELDS[key].metadata.get("choices", ()):
+        return ORIGINAL_VALUES[key][name]
+    if name in ORIGINAL_UNSUPPORTED.get(key, {}):
+        raise ConfigError(f"{source}: {key}: {value} {ORIGINAL_UNSUPPORTED[key][name]}")
+    return value
+
+
 def config_from_dict(data: dict[str, Any], source: str = "<config>", *, strict: bool = True) -> Config:
     """Build a Config from a mapping. strict: unknown keys are errors (our files); otherwise they
     are ignored (the original's config.yaml, full of DiffSinger keys nothing reads)."""
@@ -236,7 +266,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", *, strict: 
             continue
         if value is None:
             continue  # an explicit null keeps the default
-        values[key] = _coerce(key, value, source)
+        values[key] = _coerce(key, original_value(key, value, source), source)
     # The original's switches map onto ours when only they are given.
     if not strict:
         if "f0_extractor" not in data and data.get("use_crepe") is False:

@@ -59,11 +59,19 @@ def _vocoder(path: Path) -> str:
     return f"NSF-HiFiGAN, {vocoder.sample_rate} Hz, hop {vocoder.hop_size}, {vocoder.n_mels} mel bins"
 
 
-def _resolve(configured: str, public_name: str) -> Path:
-    path = Path(configured)
-    if not path.exists() and (path.parent / public_name).exists():
-        return path.parent / public_name
-    return path
+def _resolve(key: str, configured: str, public_name: str | None = None) -> Path:
+    """Where the file of config `key` is (the original's checkpoints/ layout, then models/), or the
+    configured path when it is nowhere."""
+    from diffsvc.modelfile.locate import find_model_file
+
+    return find_model_file(key, configured, public_name) or Path(configured)
+
+
+def _places(key: str, configured: str) -> str:
+    """'A or B': the places looked at for config `key`."""
+    from diffsvc.modelfile.locate import model_file_places
+
+    return " or ".join(str(p) for p in model_file_places(key, configured))
 
 
 def _projects(models_dir: Path) -> list[str]:
@@ -90,16 +98,22 @@ def run(args: argparse.Namespace) -> int:
     from diffsvc.features.content import CONTENTVEC_PUBLIC_NAME, HUBERT_SOFT_PUBLIC_NAME
 
     config = load_config(args.config)
-    vocoder_dir = Path(config.vocoder_ckpt).parent
+    vocoder_file = _resolve("vocoder_ckpt", config.vocoder_ckpt)
+    vocoder_dir = vocoder_file if vocoder_file.is_dir() else vocoder_file.parent
     checks = [
-        _check("HuBERT-soft content encoder", _resolve(config.hubert_path, HUBERT_SOFT_PUBLIC_NAME), _hubert,
-               config.content_encoder == "hubert-soft",
-               f"put {HUBERT_SOFT_PUBLIC_NAME} (bshall/hubert release v0.1) at {config.hubert_path}"),
-        _check("ContentVec content encoder", _resolve(config.contentvec_path, CONTENTVEC_PUBLIC_NAME), _contentvec,
+        _check("HuBERT-soft content encoder", _resolve("hubert_path", config.hubert_path, HUBERT_SOFT_PUBLIC_NAME),
+               _hubert, config.content_encoder == "hubert-soft",
+               f"put {HUBERT_SOFT_PUBLIC_NAME} (bshall/hubert release v0.1) at "
+               f"{_places('hubert_path', config.hubert_path)} (config key hubert_path)"),
+        _check("ContentVec content encoder",
+               _resolve("contentvec_path", config.contentvec_path, CONTENTVEC_PUBLIC_NAME), _contentvec,
                config.content_encoder == "contentvec",
-               f"optional; put {CONTENTVEC_PUBLIC_NAME} at {config.contentvec_path} to use content_encoder: contentvec"),
+               f"optional; put {CONTENTVEC_PUBLIC_NAME} at "
+               f"{_places('contentvec_path', config.contentvec_path)} "
+               "to use content_encoder: contentvec"),
         _check("NSF-HiFiGAN vocoder", vocoder_dir, _vocoder, config.vocoder == "nsf-hifigan",
-               f"put the nsf_hifigan_20221211 release files as {vocoder_dir / 'model'} and {vocoder_dir / 'config.json'}"),
+               f"put the nsf_hifigan_20221211 release files as {_places('vocoder_ckpt', config.vocoder_ckpt)} "
+               "with its config.json beside it (config key vocoder_ckpt)"),
     ]
     print("Pretrained weights (nothing is downloaded; see models/README.md):")
     for c in checks:

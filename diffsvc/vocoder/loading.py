@@ -21,7 +21,9 @@ import torch
 
 from diffsvc.errors import CheckpointError
 from diffsvc.fileio import atomic_torch_save, atomic_write_text
-from diffsvc.safe_load import safe_torch_load
+from diffsvc.modelfile.locate import locate_model_file
+from diffsvc.modelfile.strict import compare_state, to_legacy_weight_norm
+from diffsvc.modelfile.torch_load import safe_torch_load
 from diffsvc.vocoder.base import MelSettings
 from diffsvc.vocoder.nsf_hifigan import Generator
 from diffsvc.vocoder.windowed import NsfHifiGan
@@ -32,19 +34,21 @@ ARCHITECTURE_KEYS = ("resblock", "upsample_rates", "upsample_kernel_sizes", "ups
                      "resblock_kernel_sizes", "resblock_dilation_sizes", "num_mels", "sampling_rate")
 MEL_KEYS = ("hop_size", "n_fft", "win_size", "fmin", "fmax")
 
-_PARAMETRIZED = {".parametrizations.weight.original0": ".weight_g",
-                 ".parametrizations.weight.original1": ".weight_v"}
+VOCODER_KEY = "vocoder_ckpt"
 
 
 def vocoder_files(path: str | os.PathLike) -> tuple[Path, Path]:
-    """(model file, config.json) for either the folder or the `model` file inside it."""
+    """(model file, config.json) for either the folder or the `model` file inside it.
+
+    A path that does not exist is looked for as config key vocoder_ckpt (the original's
+    checkpoints/nsf_hifigan/model, then models/nsf_hifigan/model: diffsvc.modelfile.locate)."""
     path = Path(path)
+    if not path.exists():
+        path = locate_model_file(VOCODER_KEY, str(path), "NSF-HiFiGAN vocoder", how=WHERE)
     if path.is_dir():
         model_file, config_file = path / "model", path / "config.json"
-    elif path.exists():
-        model_file, config_file = path, path.parent / "config.json"
     else:
-        raise CheckpointError(f"{path}: NSF-HiFiGAN vocoder not found; {WHERE}")
+        model_file, config_file = path, path.parent / "config.json"
     if not model_file.is_file():
         raise CheckpointError(f"{model_file}: NSF-HiFiGAN weight file 'model' not found; {WHERE}")
     if not config_file.is_file():
@@ -72,13 +76,7 @@ def mel_settings(config: dict) -> MelSettings:
 
 def legacy_state_dict(generator: Generator) -> dict[str, torch.Tensor]:
     """The generator's weights under the release's key names (weight_g / weight_v), as it saves them."""
-    renamed = {}
-    for key, value in generator.state_dict().items():
-        for modern, legacy in _PARAMETRIZED.items():
-            if key.endswith(modern):
-                key = key[: -len(modern)] + legacy
-        renamed[key] = value
-    return renamed
+    return {to_legacy_weight_norm(key): value for key, value in generator.state_dict().items()}
 
 
 def build_generator(config: dict, config_file: Path | str = "config.json") -> Generator:
@@ -96,21 +94,13 @@ def load_generator_weights(generator: Generator, state_dict, model_file: Path) -
     """Strict load of legacy weight-normed keys; any mismatch is one line with examples."""
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise CheckpointError(f"{model_file}: 'generator' is not a state dict of tensors")
-    expected = {k: tuple(v.shape) for k, v in legacy_state_dict(generator).items()}
-    found = {k: tuple(v.shape) for k, v in state_dict.items()}
-    missing = sorted(expected.keys() - found.keys())
-    unexpected = sorted(found.keys() - expected.keys())
-    reshaped = sorted(k for k in expected.keys() & found.keys() if expected[k] != found[k])
-    if missing or unexpected or reshaped:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if reshaped:
-            k = reshaped[0]
-            parts.append(f"{len(reshaped)} with other shapes (e.g. {k}: file {list(found[k])}, "
-                         f"config.json {list(expected[k])})")
+    mismatch = compare_state(legacy_state_dict(generator), state_dict)
+    if mismatch:
+        parts = [mismatch.keys_part()] if mismatch.missing or mismatch.unexpected else []
+        if mismatch.reshaped:
+            k, got, want = mismatch.reshaped[0]
+            parts.append(f"{len(mismatch.reshaped)} with other shapes (e.g. {k}: file {list(got)}, "
+                         f"config.json {list(want)})")
         raise CheckpointError(f"{model_file}: weights do not match the architecture in config.json: "
                               f"{'; '.join(parts)}; use the model and config.json from the same release")
     # torch's weight-norm parametrization maps the legacy weight_g / weight_v names while loading
@@ -124,7 +114,7 @@ def load_vocoder(path: str | os.PathLike = "models/nsf_hifigan", device: str | t
     config = read_vocoder_config(config_file)
     generator = build_generator(config, config_file)
     # safe_torch_load maps to CPU: release weights were saved from a GPU
-    checkpoint = safe_torch_load(model_file, what="NSF-HiFiGAN weight file")
+    checkpoint = safe_torch_load(model_file, allow_unsafe=None, what="NSF-HiFiGAN weight file")
     if not isinstance(checkpoint, dict) or "generator" not in checkpoint:
         keys = list(checkpoint)[:5] if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise CheckpointError(f"{model_file}: no 'generator' entry (found {keys}); "

@@ -12,12 +12,11 @@ or "stand-in" (weight-free MFCC features for the offline demo; not speaker-indep
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-
 from diffsvc.errors import CheckpointError
 from diffsvc.features.content.encoder import ContentEncoder, HubertContentEncoder, prepare_wav
 from diffsvc.features.content.fairseq_hubert import CONTENTVEC_OUTPUT_LAYER
 from diffsvc.features.content.standin import StandinContentEncoder
+from diffsvc.modelfile.locate import find_model_file, not_found_message
 
 __all__ = [
     "ContentEncoder", "HubertContentEncoder", "StandinContentEncoder", "load_content_encoder",
@@ -45,7 +44,8 @@ def load_content_encoder(config, device="cpu", allow_standin: bool = False, **op
     """The content encoder that `config.content_encoder` names, on `device`.
 
     The weights file is `config.hubert_path` / `config.contentvec_path`, or the public file name in
-    the same folder. When it is missing: CheckpointError saying which file to put where, or, with
+    the same folder; a path in the original's `checkpoints/` layout is also looked for under
+    `models/` (diffsvc.modelfile.locate). When it is missing: CheckpointError saying which file to put where, or, with
     allow_standin, the weight-free MFCC stand-in (logged as a warning). `options` go to the encoder
     (res_type, legacy_22050, window_frames, context_frames).
     """
@@ -55,31 +55,22 @@ def load_content_encoder(config, device="cpu", allow_standin: bool = False, **op
     if kind == "stand-in":  # chosen on purpose (the offline demo), so no warning
         return StandinContentEncoder().to(device)
     if kind == "hubert-soft":
-        path = _find(Path(config.hubert_path), HUBERT_SOFT_PUBLIC_NAME)
-        if path is not None:
-            return hubert_soft_encoder(load_hubert_soft(path), **options).to(device)
-        wanted, key, what = Path(config.hubert_path), "hubert_path", (
+        key, public, what = "hubert_path", HUBERT_SOFT_PUBLIC_NAME, (
             f"HuBERT-soft weights ({HUBERT_SOFT_PUBLIC_NAME}, github.com/bshall/hubert release v0.1)")
     elif kind == "contentvec":
-        path = _find(Path(config.contentvec_path), CONTENTVEC_PUBLIC_NAME)
-        if path is not None:
-            model, _ = load_fairseq_hubert(path)
-            return contentvec_encoder(model, **options).to(device)
-        wanted, key, what = Path(config.contentvec_path), "contentvec_path", (
+        key, public, what = "contentvec_path", CONTENTVEC_PUBLIC_NAME, (
             f"ContentVec checkpoint ({CONTENTVEC_PUBLIC_NAME}, github.com/auspicious3000/contentvec)")
     else:
         raise CheckpointError(f"content_encoder {kind!r} is not one of hubert-soft, contentvec, stand-in")
+    configured = getattr(config, key)
+    path = find_model_file(key, configured, public)
+    if path is not None and kind == "hubert-soft":
+        return hubert_soft_encoder(load_hubert_soft(path), **options).to(device)
+    if path is not None:
+        model, _ = load_fairseq_hubert(path)
+        return contentvec_encoder(model, **options).to(device)
     if allow_standin:
-        log.warning("%s not found; using the %s: content is NOT speaker-independent", wanted, StandinContentEncoder.name)
+        log.warning("%s not found; using the %s: content is NOT speaker-independent", configured,
+                    StandinContentEncoder.name)
         return StandinContentEncoder().to(device)
-    raise CheckpointError(
-        f"{wanted}: {what} not found; put the file there (or set {key} in the config to where it is)"
-    )
-
-
-def _find(path: Path, public_name: str) -> Path | None:
-    """The configured file, else the public file name in the same folder."""
-    for candidate in (path, path.parent / public_name):
-        if candidate.is_file():
-            return candidate
-    return None
+    raise CheckpointError(not_found_message(key, configured, what, public))

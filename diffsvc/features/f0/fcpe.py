@@ -44,9 +44,9 @@ def load_fcpe_model(device: str = "cpu"):
     from torchfcpe.models_infer import InferCFNaiveMelPE
     from torchfcpe.tools import DotDict
 
-    from diffsvc.safe_load import safe_torch_load
+    from diffsvc.modelfile.torch_load import safe_torch_load
 
-    ckpt = safe_torch_load(bundled_weights_path(), what="FCPE model file")
+    ckpt = safe_torch_load(bundled_weights_path(), allow_unsafe=None, what="FCPE model file")
     config = ckpt["config_dict"]
     # what torchfcpe.spawn_bundled_infer_model does, minus its unsafe torch.load and its prints
     config["model"]["conv_dropout"] = 0.0
