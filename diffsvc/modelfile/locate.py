@@ -25,15 +25,28 @@ ORIGINAL_ROOT = "checkpoints"
 
 
 def model_file_places(key: str, configured: str, public_name: str | None = None) -> list[Path]:
-    """The paths tried for config `key` set to `configured`, in order (see the module docstring)."""
-    places = [Path(configured)]
-    original, ours = MODEL_FILE_PLACES.get(key, (None, None))
-    path = Path(configured)
-    if ours is not None and not path.is_absolute() and (path.parts[:1] == (ORIGINAL_ROOT,) or configured == original):
-        places.append(Path(ours))
+    """The paths tried for config `key` set to `configured`, in order (see the module docstring).
+
+    A path in the original's layout (under checkpoints/) is followed by diffsvc's place for the key;
+    diffsvc's default place is followed by the original's (an original project whose config does
+    not name the file, like ContentVec's hard-coded path). public_name: each place's folder may hold
+    the public release's file name instead."""
+    places = _base_places(key, configured)
     if public_name:
         places = [q for p in places for q in (p, p.parent / public_name)]
     return list(dict.fromkeys(places))
+
+
+def _base_places(key: str, configured: str) -> list[Path]:
+    path = Path(configured)
+    original, ours = MODEL_FILE_PLACES.get(key, (None, None))
+    if ours is None or path.is_absolute():
+        return [path]
+    if path.parts[:1] == (ORIGINAL_ROOT,) or path == Path(original):
+        return list(dict.fromkeys([path, Path(ours)]))
+    if path == Path(ours):
+        return [path, Path(original)]
+    return [path]
 
 
 def find_model_file(key: str, configured: str, public_name: str | None = None) -> Path | None:
@@ -48,10 +61,8 @@ def not_found_message(key: str, configured: str, what: str, public_name: str | N
                       how: str | None = None) -> str:
     """'{configured}: {what} not found (config key {key}; looked at A, B); put the file at A or B
     (or `how`), or set {key} in the config to where it is'."""
-    places = model_file_places(key, configured, public_name)
-    where = [p for p in places if public_name is None or p.name != public_name]
-    looked = ", ".join(str(p) for p in places)
-    how = how or f"put the file at {' or '.join(str(p) for p in where)}"
+    looked = ", ".join(str(p) for p in model_file_places(key, configured, public_name))
+    how = how or f"put the file at {' or '.join(str(p) for p in _base_places(key, configured))}"
     return f"{configured}: {what} not found (config key {key}; looked at {looked}); {how}, or set {key} in the config to where it is"
 
 

@@ -29,6 +29,7 @@ from diffsvc.modelfile.unpickler import Refused, restricted_pickle_module
 _ASKED_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
 # A legacy torch file is 5 pickles in a row (magic, protocol, sys info, the object, storage keys).
 _LEGACY_PICKLES = 5
+AGAIN = "; download or copy the real file again"
 
 
 def safe_torch_load(path: str | os.PathLike, *, allow_unsafe: bool | None = False, what: str = "model file") -> Any:
@@ -45,7 +46,7 @@ def safe_torch_load(path: str | os.PathLike, *, allow_unsafe: bool | None = Fals
         asked = _asked_global(e)
         if asked is None or _pickle_truncated(path):
             raise CheckpointError(f"{path}: not a readable PyTorch {what} (truncated or foreign file: "
-                                  f"{_reason(e, 'its data ends early or is not a torch pickle')})") from None
+                                  f"{_reason(e, 'its data ends early or is not a torch pickle')}){AGAIN}") from None
         if allow_unsafe is None:
             raise CheckpointError(f"{path}: refused to load this {what}: it asks to run {asked}, which no {what} "
                                   "needs (the file may be malicious or not the right file)") from None
@@ -55,7 +56,7 @@ def safe_torch_load(path: str | os.PathLike, *, allow_unsafe: bool | None = Fals
                 "If you trust its source, pass --trust-checkpoint"
             ) from None
     except Exception as e:  # noqa: BLE001 - a truncated zip or foreign file fails in many ways
-        raise CheckpointError(f"{path}: not a readable PyTorch {what} (truncated or foreign file: {_reason(e)})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch {what} (truncated or foreign file: {_reason(e)}){AGAIN}") from None
     try:
         return _quiet_load(path, weights_only=False)
     except Exception as e:  # noqa: BLE001 - anything a foreign pickle raises is one line for the user
@@ -71,14 +72,14 @@ def restricted_torch_load(path: str | os.PathLike, what: str = "checkpoint") -> 
     except Refused as e:
         if _pickle_truncated(path):
             raise CheckpointError(f"{path}: not a readable PyTorch {what} (truncated or foreign file: "
-                                  "its data ends early)") from None
+                                  f"its data ends early){AGAIN}") from None
         raise CheckpointError(
             f"{path}: refused to load this {what}: it asks to run {e.qualified_name}, which no model "
             "checkpoint needs (the file may be malicious or not a fairseq checkpoint)"
         ) from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError,
             TypeError, AttributeError, KeyError, IndexError) as e:
-        raise CheckpointError(f"{path}: not a readable PyTorch {what} (truncated or foreign file: {_reason(e)})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch {what} (truncated or foreign file: {_reason(e)}){AGAIN}") from None
 
 
 def _quiet_load(path: Path, **kwargs) -> Any:
