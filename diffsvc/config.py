@@ -13,6 +13,7 @@ import difflib
 import math
 import os
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,14 @@ import yaml
 
 from diffsvc.errors import ConfigError
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "diffsvc-44k.yaml"
+# The shipped configs are package data (diffsvc/configs/*.yaml, listed in pyproject.toml), found
+# through the package itself, so they load wherever diffsvc is installed: a wheel, `pip install .`,
+# an editable install or a clone on PYTHONPATH, from any working folder. pip installs wheels
+# unzipped, so the resource is a real file with a path. The repository's top-level configs/ holds
+# identical copies for readers (tests/test_install.py keeps the two equal).
+CONFIG_DIR = Path(str(resources.files("diffsvc") / "configs"))
+DEFAULT_CONFIG = CONFIG_DIR / "diffsvc-44k.yaml"
+DEMO_CONFIG = CONFIG_DIR / "demo.yaml"
 
 
 def _f(default, doc: str, *, choices=None, min=None, max=None, min_exclusive=False):

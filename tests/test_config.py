@@ -1,6 +1,5 @@
 """The typed configuration: defaults, the original's config.yaml, and one clear error per mistake."""
 
-import subprocess
 import sys
 
 import pytest
@@ -8,6 +7,7 @@ import yaml
 
 from diffsvc.config import DEFAULT_CONFIG, Config, describe_fields, load_config
 from diffsvc.errors import ConfigError
+from procs import run
 
 
 def test_default_file_holds_the_original_defaults():
@@ -66,9 +66,9 @@ def test_original_config_yaml_loads_with_unused_keys_ignored(tmp_path):
 
 
 def test_cli_help_and_version():
-    out = subprocess.run([sys.executable, "-m", "diffsvc", "--help"], capture_output=True, text=True, check=True).stdout
+    out = run([sys.executable, "-m", "diffsvc", "--help"], timeout=300, check=True).stdout
     for command in ("preprocess", "train", "infer", "models"):
         assert command in out
-    version = subprocess.run([sys.executable, "-m", "diffsvc", "--version"], capture_output=True, text=True, check=True)
+    version = run([sys.executable, "-m", "diffsvc", "--version"], timeout=300, check=True)
     from diffsvc import __version__
     assert version.stdout.strip() == f"diffsvc {__version__}"

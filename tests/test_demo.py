@@ -10,10 +10,11 @@ noise (no voiced frames) or errors of hundreds of cents.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import pytest
+
+from procs import run
 
 MEDIAN_CENTS_BOUND = 100.0
 MIN_VOICED_SHARE = 0.5
@@ -22,8 +23,7 @@ MIN_VOICED_SHARE = 0.5
 @pytest.mark.slow
 def test_demo_output_follows_the_input_melody(tmp_path):
     work = tmp_path / "demo run"
-    proc = subprocess.run([sys.executable, "-m", "diffsvc", "demo", "--workdir", str(work)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=1800)
+    proc = run([sys.executable, "-m", "diffsvc", "demo", "--workdir", str(work)], cwd=tmp_path, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((work / "report.json").read_text())
     # No weights in this folder's models/: the stand-ins are used and said to be stand-ins.

@@ -16,6 +16,7 @@ import soundfile as sf
 import yaml
 
 from diffsvc.demo.corpus import SINGER_A, SINGER_B, song
+from procs import run, started
 
 TINY = {"residual_layers": 2, "residual_channels": 16, "crop_frames": 86, "max_sentences": 4,
         "val_check_interval": 3, "num_ckpt_keep": 2, "log_interval": 1, "num_valid_plots": 0, "ds_workers": 0,
@@ -24,8 +25,7 @@ TINY = {"residual_layers": 2, "residual_channels": 16, "crop_frames": 86, "max_s
 
 def diffsvc(*args: str, cwd: Path, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.run([sys.executable, "-m", "diffsvc", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    proc = run([sys.executable, "-m", "diffsvc", *args], cwd=cwd, timeout=timeout, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"diffsvc {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -63,14 +63,14 @@ def test_the_whole_story(workspace):
     # Train in the background and kill it hard once it has saved a checkpoint.
     cmd = [sys.executable, "-m", "diffsvc", "train", "--project", "b", "--config", "tiny.yaml", "--max-steps", "1000",
            "--no-progress"]
-    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     project = root / "models" / "b"
-    deadline = time.time() + 240
-    while time.time() < deadline and not list(project.glob("model_ckpt_steps_*.ckpt")):
-        time.sleep(0.5)
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    with started(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
+        deadline = time.time() + 240
+        while time.time() < deadline and not list(project.glob("model_ckpt_steps_*.ckpt")):
+            time.sleep(0.5)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
     saved = sorted(int(p.stem.rsplit("_", 1)[1]) for p in project.glob("model_ckpt_steps_*.ckpt"))
     assert saved, "training saved no checkpoint before it was killed"
     killed_at = max(saved)

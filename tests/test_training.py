@@ -6,7 +6,6 @@ import io
 import math
 import os
 import signal
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -27,6 +26,7 @@ from diffsvc.training.loop import Trainer, TrainingStopped, TrainOptions, train
 from diffsvc.training.objective import LossModule, batch_loss
 from diffsvc.training.step import split_batch
 from prepared_fixture import write_prepared
+from procs import run
 
 TESTS = Path(__file__).resolve().parent
 
@@ -170,7 +170,7 @@ def test_a_run_killed_while_writing_a_checkpoint_leaves_the_previous_one(tmp_pat
         train(TrainOptions(project=Project({str(opts.project.root)!r}), data_dir=Path({str(data_dir)!r}),
                            base_config=Path({str(base)!r}), max_steps=6, device="cpu", workers=0, progress=False))
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    proc = run([sys.executable, "-c", script], timeout=300)
     assert proc.returncode == 9, proc.stderr
     root = opts.project.root
     assert sorted(find_checkpoints(root)) == [2]  # the half-written step-4 file never got its name
@@ -369,7 +369,7 @@ def test_two_process_ddp_agrees_with_one_process(tmp_path, data_dir):
     cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "diffsvc", "train", "--project", "ddp",
            "--data", str(data_dir), "--config", str(ddp_base), "--max-steps", "3", "--batch-size", "2",
            "--device", "cpu", "--workers", "0", "--no-progress"]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = run(cmd, cwd=tmp_path, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 processes" in proc.stderr
     ddp_root = tmp_path / "models" / "ddp"

@@ -2,7 +2,7 @@
 
 1. Generate a small corpus: singer B's songs (training data) and a phrase of singer A.
 2. `diffsvc preprocess` singer B's folder.
-3. `diffsvc train` a small configuration of the real model (configs/demo.yaml).
+3. `diffsvc train` a small configuration of the real model (configs/demo.yaml, shipped in the package).
 4. `diffsvc infer` singer A's phrase with singer B's model (full diffusion from noise, DPM-Solver++).
 5. Check the result: same length as the input, and its melody follows the input's (f0 error in
    cents, measured on the output audio).
@@ -23,10 +23,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from diffsvc.config import DEFAULT_CONFIG, load_config
+from diffsvc.config import DEFAULT_CONFIG, DEMO_CONFIG, load_config
 from diffsvc.errors import DiffSvcError
 
-DEMO_CONFIG = DEFAULT_CONFIG.parent / "demo.yaml"
 KEY = 0  # the two singers share a range
 
 

@@ -24,7 +24,7 @@ class Check:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=None, help="config whose model paths to check (default: configs/diffsvc-44k.yaml)")
+    parser.add_argument("--config", default=None, help="config whose model paths to check (default: the built-in diffsvc-44k.yaml, as in configs/)")
     parser.add_argument("--models-dir", default="models", help="where trained projects live (default: models)")
 
 

@@ -14,7 +14,7 @@ from diffsvc.errors import DiffSvcError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("raw_dir", metavar="RAW_DIR", help="folder of recordings (searched recursively)")
-    parser.add_argument("--config", help="YAML config (default: configs/diffsvc-44k.yaml)")
+    parser.add_argument("--config", help="YAML config (default: the built-in diffsvc-44k.yaml, as in configs/)")
     parser.add_argument("--f0", choices=("crepe", "crepe-tiny", "parselmouth", "fcpe"),
                         help="f0 extractor (default: the config's f0_extractor, crepe)")
     parser.add_argument("--content", choices=("hubert-soft", "contentvec", "stand-in"),

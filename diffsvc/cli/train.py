@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder preprocess wrote to (a raw folder with its .diffsvc inside, or the prepared "
                              "folder itself; default: raw)")
     parser.add_argument("--config", type=Path, default=None,
-                        help="base config for a new project (default: configs/diffsvc-44k.yaml); an existing "
+                        help="base config for a new project (default: the built-in diffsvc-44k.yaml, as in configs/); an existing "
                              "project keeps its own config.yaml")
     parser.add_argument("--models-dir", type=Path, default=Path("models"), help="where projects live (default: models)")
     parser.add_argument("--reset", action="store_true",
