@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -44,6 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None,
                         help="data loader processes (default: ds_workers of the config)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--dist-timeout", type=float, default=None, metavar="SECONDS",
+                        help="with several processes: the longest a process waits for the others in a training step "
+                             "before it stops with an error (default: 300); while rank 0 validates or writes a "
+                             "checkpoint the others wait up to 30 minutes or this, whichever is longer")
 
 
 def confirm_reset(targets: list[Path], root: Path, *, yes: bool, stdin=None) -> None:
@@ -62,10 +67,13 @@ def confirm_reset(targets: list[Path], root: Path, *, yes: bool, stdin=None) -> 
 
 
 def run(args: argparse.Namespace) -> int:
-    from diffsvc.training.distributed import dist_info_from_env
+    from diffsvc.training.distributed import PEER_TIMEOUT_S, dist_info_from_env, peer_failures, peer_timeout
     from diffsvc.training.project import Project
     from diffsvc.training.trainer import TrainOptions, train
 
+    dist_timeout = PEER_TIMEOUT_S if args.dist_timeout is None else args.dist_timeout
+    if not (dist_timeout > 0 and math.isfinite(dist_timeout)):
+        raise DiffSvcError(f"--dist-timeout must be a number of seconds above 0, got {dist_timeout:g}")
     project = Project.named(args.project, args.models_dir)
     if args.reset:
         if dist_info_from_env().enabled:
@@ -80,5 +88,6 @@ def run(args: argparse.Namespace) -> int:
                            trust_checkpoint=args.trust_checkpoint, max_steps=args.max_steps,
                            batch_size=args.batch_size, device=args.device, workers=args.workers,
                            precision=args.precision, progress=not args.no_progress)
-    result = train(options)
+    with peer_timeout(dist_timeout), peer_failures(dist_info_from_env()):
+        result = train(options)
     return 130 if result.stopped_by_signal else 0
