@@ -44,7 +44,7 @@ def test_shipped_configs_and_the_repository_copies_are_identical():
 
 
 # A call that starts a process, spelled so that this file's own source does not match it.
-_STARTS_PROCESS = re.compile("subprocess" + r"\.(run|Popen|call|check_call|check_output|getoutput|getstatusoutput)\b"
+_STARTS_PROCESS = re.compile("subprocess" + r"\.(run|Popen|call|check_call|check_output|getoutput|getstatusoutput)\s*\("
                              r"|\bos\.(system|popen|fork|forkpty|spawn\w*|exec\w*|posix_spawn\w*)\("
                              r"|\bmultiprocessing\b|\bProcessPoolExecutor\b|\bpty\.spawn\b")
 
@@ -55,7 +55,7 @@ def test_every_test_starts_processes_through_procs():
     tests = Path(__file__).resolve().parent
     offenders = []
     for path in sorted(tests.glob("*.py")):
-        if path.name == "procs.py":
+        if path.name in ("procs.py", "test_procs.py"):  # the helper, and its test's grandchild script
             continue
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if _STARTS_PROCESS.search(line.split("#", 1)[0]):

@@ -45,6 +45,9 @@ _peer_timeout = timedelta(seconds=PEER_TIMEOUT_S)
 _lost = False  # a collective failed: the group must not be waited on again (not even to destroy it)
 
 T = TypeVar("T")
+# Errors of this process's own device, which may surface when a collective's result is read.
+_NOT_A_PEER = tuple(e for e in (getattr(torch, "OutOfMemoryError", None), getattr(torch, "AcceleratorError", None))
+                    if e is not None)
 
 
 class PeerLostError(DiffSvcError):
@@ -132,7 +135,9 @@ def _collective(info: DistInfo, what: str, fn: Callable[[], T], *, bound: timede
         _set_group_timeout(bound)
     try:
         return fn()
-    except RuntimeError as e:  # gloo and NCCL raise RuntimeError (DistBackendError) or a subclass
+    except RuntimeError as e:  # gloo raises plain RuntimeError, NCCL DistBackendError (a subclass)
+        if isinstance(e, _NOT_A_PEER) and not isinstance(e, dist.DistError):
+            raise  # this process's own device failed: not a matter of the others
         _lost = True
         raise _peer_lost(info, e, bound or _peer_timeout, what) from None
     finally:
