@@ -6,8 +6,6 @@ suggests --trust-checkpoint only where the flag applies."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -20,6 +18,7 @@ from diffsvc.cli.main import main
 
 from audio_synth import synth_voice
 from infer_fixture import write_project
+from procs import run
 
 REPO = Path(__file__).resolve().parents[1]
 LFS_POINTER = ("version https://git-lfs.github.com/spec/v1\n"
@@ -133,15 +132,9 @@ def test_the_command_prints_one_line_and_no_torch_warning(work):
     """The real command in its own process: stderr is the one error line, nothing from torch."""
     _place(work, MODEL_FILES["checkpoint"][1], "truncated-pickle")
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONWARNINGS="default")
-    proc = subprocess.Popen([sys.executable, "-m", "diffsvc", "infer", "song.wav", "--project", "ck", "--quiet",
-                             "--trust-checkpoint"], cwd=work, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
+    proc = run([sys.executable, "-m", "diffsvc", "infer", "song.wav", "--project", "ck", "--quiet",
+                "--trust-checkpoint"], cwd=work, env=env, timeout=300)
+    err = proc.stderr
     lines = [line for line in err.splitlines() if line.strip()]
     assert proc.returncode != 0 and len(lines) == 1, err
     assert lines[0].startswith("diffsvc infer: error: models/ck/model_ckpt_steps_1000.ckpt: ")
