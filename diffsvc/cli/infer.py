@@ -47,6 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--overwrite", action="store_true", help="replace existing output files")
     g.add_argument("--plot", action="store_true", help="write a PNG beside each output: input/output mel and f0")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
+    g.add_argument("--progress", action="store_true",
+                   help="progress bars even when stderr is not a terminal (a log file; `diffsvc ui` reads it)")
 
 
 def collect_inputs(paths: list[str]) -> list[Path]:
@@ -154,7 +156,7 @@ def _convert_all(args, songs, outputs, choice, device, key, singer_median, auto_
         sampler=args.sampler or config.sampler, sampling_steps=args.sampling_steps or config.sampling_steps,
         shallow_step=args.shallow, f0_method=args.f0_method or config.f0_extractor, slice_db=args.slice_db,
         window_frames=args.window_frames, batch_size=args.batch_size,
-        progress=not args.quiet and sys.stderr.isatty())
+        progress=not args.quiet and (args.progress or sys.stderr.isatty()))
     converter = SongConverter(loaded, encoder, vocoder, device, settings)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     sr = config.audio_sample_rate

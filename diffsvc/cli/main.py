@@ -17,6 +17,7 @@ COMMANDS = {
     "train": ("diffsvc.cli.train", "train (or resume) a project on prepared data"),
     "infer": ("diffsvc.cli.infer", "convert songs with a trained project"),
     "models": ("diffsvc.cli.models", "list the pretrained weights in models/ and check that they load"),
+    "ui": ("diffsvc.cli.ui", "the whole workflow in a local web page (needs the ui extra: pip install diffsvc[ui])"),
     "demo": ("diffsvc.cli.demo", "the whole pipeline offline on a generated corpus (no downloads)"),
 }
 

@@ -94,13 +94,14 @@ def _projects(models_dir: Path) -> list[str]:
     return lines
 
 
-def run(args: argparse.Namespace) -> int:
+def pretrained_checks(config) -> list[Check]:
+    """Each pretrained file the config names, loaded into its real architecture (`diffsvc models`
+    and the web page's Models tab show this list)."""
     from diffsvc.features.content import CONTENTVEC_PUBLIC_NAME, HUBERT_SOFT_PUBLIC_NAME
 
-    config = load_config(args.config)
     vocoder_file = _resolve("vocoder_ckpt", config.vocoder_ckpt)
     vocoder_dir = vocoder_file if vocoder_file.is_dir() else vocoder_file.parent
-    checks = [
+    return [
         _check("HuBERT-soft content encoder", _resolve("hubert_path", config.hubert_path, HUBERT_SOFT_PUBLIC_NAME),
                _hubert, config.content_encoder == "hubert-soft",
                f"put {HUBERT_SOFT_PUBLIC_NAME} (bshall/hubert release v0.1) at "
@@ -115,12 +116,22 @@ def run(args: argparse.Namespace) -> int:
                f"put the nsf_hifigan_20221211 release files as {_places('vocoder_ckpt', config.vocoder_ckpt)} "
                "with its config.json beside it (config key vocoder_ckpt)"),
     ]
+
+
+def project_lines(models_dir: Path) -> list[str]:
+    """'  NAME: steps ... (44100 Hz, 20x384, hubert-soft)' per trained project."""
+    return _projects(Path(models_dir))
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    checks = pretrained_checks(config)
     print("Pretrained weights (nothing is downloaded; see models/README.md):")
     for c in checks:
         mark = {"ok": "ok     ", "missing": "MISSING", "broken": "BROKEN "}[c.status]
         need = "" if c.required or c.status == "ok" else " (optional)"
         print(f"  [{mark}] {c.what}{need}: {c.path}\n            {c.detail}")
-    projects = _projects(Path(args.models_dir))
+    projects = project_lines(Path(args.models_dir))
     print("Trained projects:" if projects else f"Trained projects: none in {args.models_dir}/ yet")
     for line in projects:
         print(line)

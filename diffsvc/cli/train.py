@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with several processes: the longest a process waits for the others in a training step "
                              "before it stops with an error (default: 300); while rank 0 validates or writes a "
                              "checkpoint the others wait up to 30 minutes or this, whichever is longer")
+    parser.add_argument("--progress-file", type=Path, default=None, metavar="CSV",
+                        help="append step,loss,lr,grad_norm,seconds to this CSV after every step (for `diffsvc ui` "
+                             "or scripts)")
 
 
 def confirm_reset(targets: list[Path], root: Path, *, yes: bool, stdin=None) -> None:
@@ -88,6 +91,15 @@ def run(args: argparse.Namespace) -> int:
                            trust_checkpoint=args.trust_checkpoint, max_steps=args.max_steps,
                            batch_size=args.batch_size, device=args.device, workers=args.workers,
                            precision=args.precision, progress=not args.no_progress)
-    with peer_timeout(dist_timeout), peer_failures(dist_info_from_env()):
-        result = train(options)
+    on_step = None
+    if args.progress_file is not None:
+        from diffsvc.training.progress_file import ProgressFile
+
+        on_step = ProgressFile(args.progress_file)
+    try:
+        with peer_timeout(dist_timeout), peer_failures(dist_info_from_env()):
+            result = train(options, on_step=on_step)
+    finally:
+        if on_step is not None:
+            on_step.close()
     return 130 if result.stopped_by_signal else 0

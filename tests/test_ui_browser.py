@@ -1,0 +1,247 @@
+"""`diffsvc ui` in a real browser: the system's Chromium driven by Playwright, on a tiny project.
+
+One server (started as `python -m diffsvc ui` on a free port, in its own process group) and one
+page serve the whole module, in order: convert a clip (same duration out), move a range of its f0
+curve up an octave and convert again (Praat finds the output's pitch doubled there and only there),
+an unreadable upload (one readable line), preprocess and train with a live loss curve, a second
+training refused, stop. Screenshots go to tests/artifacts/ui/ (not committed) for a person to look at.
+
+`make install` installs Chromium (Debian package) and Playwright; the browser is never downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+from audio_synth import synth_voice
+from test_end_to_end import TINY
+from ui_fixture import write_f0_project
+
+CHROMIUM = os.environ.get("DIFFSVC_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).parent / "artifacts" / "ui"
+SR = 44100
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+LONG = 180_000  # ms: a conversion or a training start on a busy 2-core machine
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _kill_group(pid: int) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        for _ in range(50):
+            try:
+                os.killpg(pid, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ui") / "my project"
+    write_f0_project(root, "singer", f0_extractor="parselmouth")
+    wav, _ = synth_voice(3.0, SR, f0=200.0, seed=3, consonants=False)
+    (root / "songs").mkdir()
+    sf.write(root / "songs" / "phrase.wav", wav, SR)
+    (root / "songs" / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio")
+    (root / "raw").mkdir()
+    for i in range(2):
+        take, _ = synth_voice(6.0, SR, f0=220.0, seed=10 + i)
+        sf.write(root / "raw" / f"take {i}.wav", take, SR)
+    (root / "tiny.yaml").write_text(yaml.safe_dump({**TINY, "val_check_interval": 20, "num_ckpt_keep": 3}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(workspace):
+    port = _free_port()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    log = open(workspace / "server.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "diffsvc", "ui", "--port", str(port)], cwd=workspace,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise AssertionError(f"diffsvc ui did not start:\n{(workspace / 'server.log').read_text()}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        _kill_group(proc.pid)
+        for job in (workspace / "models" / ".ui" / "jobs").glob("*/job.json"):
+            pid = json.loads(job.read_text()).get("pid")
+            if pid:
+                _kill_group(pid)  # background jobs lead their own groups
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} not found: install the system's Chromium (make install does: apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    outside: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        pg.on("request", lambda r: None if r.url.startswith((server, "data:", "blob:")) else outside.append(r.url))
+        pg.set_default_timeout(30_000)
+        pg.goto(server)
+        pg.get_by_role("tab", name="Convert").wait_for()
+        pg.outside_requests = outside
+        try:
+            yield pg
+        finally:
+            browser.close()
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def newest_output(workspace: Path, suffix: str = ".wav") -> Path:
+    jobs = sorted((workspace / "models" / ".ui" / "jobs").glob("*-convert-*"), key=lambda p: p.name)
+    outs = sorted(jobs[-1].glob(f"out/*{suffix}"))
+    assert outs, f"no output in {jobs[-1]}"
+    return outs[-1]
+
+
+def track(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    import parselmouth
+
+    y, sr = sf.read(path)
+    pitch = parselmouth.Sound(y, sr).to_pitch(time_step=0.01, pitch_floor=60, pitch_ceiling=1100)
+    return pitch.xs(), pitch.selected_array["frequency"]
+
+
+def upload(page, selector: str, path: Path) -> None:
+    page.locator(f"{selector} input[type=file]").set_input_files(str(path))
+    page.locator(selector).get_by_text(path.name).first.wait_for()
+
+
+def test_convert_a_clip(page, workspace):
+    shot(page, "01-start")
+    song = workspace / "songs" / "phrase.wav"
+    upload(page, "#songs", song)
+    page.locator("#convert-button").click()
+    status = page.locator("#convert-status")
+    status.get_by_text("done").wait_for(timeout=LONG)
+    out = newest_output(workspace)
+    assert sf.info(out).frames == sf.info(song).frames
+    assert sf.info(out).samplerate == SR
+    # the page plays and offers that file
+    page.locator("#result-audio audio, #result-audio [data-testid='waveform-Converted']").first.wait_for(state="attached")
+    assert out.name in page.locator("#result-files").inner_text().replace("\n", "")
+    shot(page, "02-converted")
+    assert page.outside_requests == [], f"the page fetched from elsewhere: {page.outside_requests}"
+
+
+def test_shift_an_octave_and_convert_again(page, workspace):
+    before = newest_output(workspace)
+    page.get_by_role("tab", name="Pitch").click()
+    page.locator("#pitch-plot").locator("img, svg, canvas").first.wait_for(timeout=LONG)
+    start, end = 1.0, 2.0
+    for field, value in (("#pitch-start", start), ("#pitch-end", end)):
+        box = page.locator(f"{field} input")
+        box.fill(str(value))
+        box.press("Tab")
+    page.locator("#octave-up").click()
+    page.locator("#pitch-status").get_by_text("moved by +12 semitones").wait_for()
+    page.locator("#reconvert").click()
+    page.locator("#pitch-status").get_by_text("done").wait_for(timeout=LONG)
+    after = newest_output(workspace)
+    assert after != before and sf.info(after).frames == sf.info(before).frames
+    shot(page, "03-pitch-edited")
+
+    t0, f0_before = track(before)
+    t1, f0_after = track(after)
+    assert np.allclose(t0, t1)
+    both = (f0_before > 0) & (f0_after > 0)
+    inside = both & (t0 > start + 0.1) & (t0 < end - 0.1)
+    outside = both & ((t0 < start - 0.1) | (t0 > end + 0.1))
+    assert inside.sum() > 30 and outside.sum() > 30
+    ratio_in = np.median(f0_after[inside] / f0_before[inside])
+    ratio_out = np.median(f0_after[outside] / f0_before[outside])
+    assert abs(12 * np.log2(ratio_in) - 12) < 0.5, ratio_in  # an octave up, within half a semitone
+    assert abs(12 * np.log2(ratio_out)) < 0.5, ratio_out  # untouched elsewhere
+
+
+def test_unreadable_upload_gives_one_line(page, workspace):
+    page.get_by_role("tab", name="Convert").click()
+    page.locator("#songs button[aria-label='Clear']").first.click()
+    upload(page, "#songs", workspace / "songs" / "broken.wav")
+    page.locator("#convert-button").click()
+    error = page.locator("#convert-status .diffsvc-error")
+    error.wait_for(timeout=LONG)
+    text = error.inner_text()
+    assert "broken.wav" in text and "Traceback" not in text and len(text.splitlines()) == 1, text
+    shot(page, "04-unreadable")
+
+
+def test_preprocess_and_train(page, workspace):
+    page.get_by_role("tab", name="Data & training").click()
+    page.locator("#raw-dir").get_by_role("textbox").fill(str(workspace / "raw"))
+    page.locator("#base-config").get_by_role("textbox").fill(str(workspace / "tiny.yaml"))
+    for field, value in (("#pre-f0", "parselmouth"), ("#pre-content", "stand-in")):
+        page.locator(f"{field} input").click()
+        page.get_by_role("option", name=value, exact=True).click()
+    page.locator("#preprocess-button").click()
+    page.locator("#preprocess-status").get_by_text("done").wait_for(timeout=LONG)
+    assert "Next: diffsvc train" in page.locator("#preprocess-log").get_by_role("textbox").input_value()
+
+    page.locator("#train-project").get_by_role("textbox").fill("fresh")
+    page.locator("#train-data").get_by_role("textbox").fill(str(workspace / "raw"))
+    page.locator("#train-steps input").fill("100000")
+    page.locator("#train-start").click()
+    status = page.locator("#train-status")
+    message = page.locator("#train-message")
+    message.get_by_text("training fresh: started").wait_for()
+    # the live view: steps and loss appear while it runs
+    page.wait_for_function("(m => m !== null && Number(m[1]) >= 3)"
+                           "(document.querySelector('#train-status').innerText.match(/step (\\d+), loss/))",
+                           timeout=LONG)
+    page.locator("#loss-plot").locator("img, svg, canvas").first.wait_for()
+    # one training at a time
+    page.locator("#train-start").click()
+    message.get_by_text("already running").wait_for()
+    shot(page, "05-training")
+    page.locator("#train-stop").click()
+    status.get_by_text("stopped").first.wait_for(timeout=LONG)
+    assert list((workspace / "models" / "fresh").glob("model_ckpt_steps_*.ckpt")), "stop saved no checkpoint"
+    page.wait_for_function("document.querySelector('#checkpoints').innerText.includes('model_ckpt_steps_')")
+    shot(page, "06-training-stopped")
+    assert page.outside_requests == [], f"the page fetched from elsewhere: {page.outside_requests}"

@@ -1,0 +1,68 @@
+"""A tiny project whose converted output sings exactly the conditioning f0, for the web page's tests.
+
+The diffusion model of infer_fixture.write_project is random, so its mel says nothing about pitch.
+Here the NSF-HiFiGAN vocoder (real architecture, tiny size) is wired by hand so that its output is
+its own harmonic source: every path from the mel is zero, the last stage's source injection and
+the output convolution pass the fundamental through. The output's pitch is then the f0 that the
+conversion was conditioned on, so a test can re-track it with Praat and see an edited f0 curve
+arrive in the audio.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from infer_fixture import TINY_NSF, write_project
+
+
+def _set_weight_norm(conv, weight: torch.Tensor | None) -> None:
+    """Make a weight-normed conv's effective weight `weight` (None: zero), bias zero."""
+    p = conv.parametrizations.weight
+    if weight is None:
+        p.original0.zero_()  # g = 0: weight = 0 (v stays finite)
+    else:
+        p.original1.copy_(weight)
+        dims = tuple(range(1, weight.dim()))
+        p.original0.copy_(weight.norm(dim=dims, keepdim=True))
+    if conv.bias is not None:
+        conv.bias.zero_()
+
+
+def f0_follower_generator():
+    from diffsvc.vocoder import Generator
+
+    gen = Generator.from_config(TINY_NSF)
+    with torch.no_grad():
+        for conv in [gen.conv_pre, *gen.ups, *[c for block in gen.resblocks for c in block.modules()
+                                              if isinstance(c, torch.nn.Conv1d)]]:
+            if hasattr(conv, "parametrizations"):
+                _set_weight_norm(conv, None)
+        for i, conv in enumerate(gen.noise_convs):
+            conv.weight.zero_()
+            conv.bias.zero_()
+            if i == len(gen.noise_convs) - 1:
+                conv.weight[0, 0, :] = 1.0 / conv.weight.shape[-1]
+        lin = gen.m_source.l_linear
+        lin.weight.zero_()
+        lin.bias.zero_()
+        lin.weight[0, 0] = 1.0  # the fundamental only
+        post = torch.zeros_like(gen.conv_post.weight)
+        post[0, 0, post.shape[-1] // 2] = 5.0
+        _set_weight_norm(gen.conv_post, post)
+    return gen
+
+
+def write_f0_project(root: str | Path, name: str = "singer", **overrides) -> Path:
+    """models/NAME with the f0-follower vocoder at root/models/nsf_hifigan; returns the project folder."""
+    from diffsvc.config import load_config, save_config
+    from diffsvc.vocoder import save_vocoder
+
+    root = Path(root)
+    folder = write_project(root, name, vocoder="nsf-hifigan", **overrides)
+    save_vocoder(f0_follower_generator(), TINY_NSF, root / "models" / "nsf_hifigan")
+    config = load_config(folder / "config.yaml")
+    save_config(config.replace(vocoder_ckpt=str((root / "models" / "nsf_hifigan" / "model").resolve())),
+                folder / "config.yaml")
+    return folder
