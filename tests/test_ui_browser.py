@@ -36,7 +36,7 @@ ARTIFACTS = Path(__file__).parent / "artifacts" / "ui"
 SR = 44100
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-LONG = 180_000  # ms: a conversion or a training start on a busy 2-core machine
+LONG = 300_000  # ms: a conversion or a training start on a busy 2-core machine (a timeout, not a measure)
 
 pytestmark = pytest.mark.slow
 
@@ -150,7 +150,12 @@ def track(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def upload(page, selector: str, path: Path) -> None:
     page.locator(f"{selector} input[type=file]").set_input_files(str(path))
-    page.locator(selector).get_by_text(path.name).first.wait_for()
+    try:
+        page.wait_for_function(f"document.querySelector({selector!r}).innerText.replace(/\\s/g, '')"
+                               f".includes({path.name.replace(' ', '')!r})", timeout=LONG)
+    except Exception:
+        shot(page, f"failed-upload-{path.stem}")
+        raise
 
 
 def test_convert_a_clip(page, workspace):
@@ -167,6 +172,11 @@ def test_convert_a_clip(page, workspace):
     page.locator("#result-audio audio, #result-audio [data-testid='waveform-Converted']").first.wait_for(state="attached")
     assert out.name in page.locator("#result-files").inner_text().replace("\n", "")
     shot(page, "02-converted")
+    # a reopened page shows the last conversion
+    page.reload()
+    page.locator("#convert-status").get_by_text("done").wait_for()
+    page.wait_for_function(f"document.querySelector('#result-files').innerText.replace(/\\n/g, '')"
+                           f".includes({out.name!r})")
     assert page.outside_requests == [], f"the page fetched from elsewhere: {page.outside_requests}"
 
 
@@ -202,7 +212,9 @@ def test_shift_an_octave_and_convert_again(page, workspace):
 
 def test_unreadable_upload_gives_one_line(page, workspace):
     page.get_by_role("tab", name="Convert").click()
-    page.locator("#songs button[aria-label='Clear']").first.click()
+    clear = page.locator("#songs button[aria-label='Clear']")
+    if clear.count():
+        clear.first.click()
     upload(page, "#songs", workspace / "songs" / "broken.wav")
     page.locator("#convert-button").click()
     error = page.locator("#convert-status .diffsvc-error")
@@ -210,6 +222,16 @@ def test_unreadable_upload_gives_one_line(page, workspace):
     text = error.inner_text()
     assert "broken.wav" in text and "Traceback" not in text and len(text.splitlines()) == 1, text
     shot(page, "04-unreadable")
+
+
+def test_models_tab(page, workspace):
+    page.get_by_role("tab", name="Models").click()
+    page.locator("#models-button").click()
+    # no HuBERT-soft in this folder: the check says so and names where it goes; the vocoder loads
+    page.locator("#models-status .diffsvc-error").wait_for(timeout=LONG)
+    table = page.locator("#models-table").inner_text()
+    assert "MISSING" in table and "hubert" in table.lower() and "OK" in table, table
+    shot(page, "07-models")
 
 
 def test_preprocess_and_train(page, workspace):

@@ -25,19 +25,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # before gradio is imported: no usage reports, no version check
+    from diffsvc.ui.app import UiContext
+
+    if not 0 < args.port < 65536:
+        raise DiffSvcError(f"--port {args.port}: must be 1..65535")
+    ctx = UiContext(args.models_dir, args.state_dir)
+    # before gradio is imported: no usage reports or version check, nothing from the Hub, and
+    # uploads kept beside the page's other files rather than in a shared /tmp/gradio
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(ctx.state_dir / "uploads"))
     try:
         import gradio  # noqa: F401
     except ImportError:
         raise DiffSvcError("the web page needs the ui extra: pip install 'diffsvc[ui]'") from None
-    if not 0 < args.port < 65536:
-        raise DiffSvcError(f"--port {args.port}: must be 1..65535")
-    from diffsvc.ui.app import UiContext, serve
+    from diffsvc.ui.app import serve
 
-    ctx = UiContext(args.models_dir, args.state_dir)
-    print(f"diffsvc ui: http://{args.host}:{args.port} (models in {ctx.models_dir}, jobs in {ctx.state_dir})",
-          flush=True)
+    print(f"diffsvc ui: http://{args.host}:{args.port} (models in {ctx.models_dir}, jobs in {ctx.state_dir})"
+          + ("; a public share link follows" if args.share else ""), flush=True)
     serve(ctx, args.host, args.port, args.share)
     return 0

@@ -248,6 +248,11 @@ def f0_figure(times: np.ndarray, original: np.ndarray, edited: np.ndarray, span:
     if span is not None:
         ax.axvspan(span[0], span[1], color="C0", alpha=0.12, label="selected range")
     ax.set_yscale("log")
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:g}")  # 200, 300, not 2 x 10^2
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
     ax.set_xlabel("seconds")
     ax.set_ylabel("f0 (Hz)")
     ax.set_xlim(0, float(times[-1]) if len(times) else 1.0)

@@ -93,14 +93,20 @@ class Job:
         bars = list(BAR.finditer(text[text.rfind("Running command") if "Running command" in text else 0:]))
         frac, desc = 0.0, "starting"
         if bars:
-            # the outer bar of the pipeline ("converted" stretches) measures the song; else the last bar
-            outer = [m for m in bars if (m.group(1) or "") == "converted"]
-            m = (outer or bars)[-1]
-            done, total = int(m.group(3)), max(1, int(m.group(4)))
-            frac = min(1.0, done / total)
-            desc = f"{m.group(1) or 'steps'} {done}/{total}"
+            # infer: "sampling" counts denoiser calls over the whole song, "converted" its stretches
+            # (vocoded and written); other commands: their last bar
+            last = {m.group(1) or "steps": m for m in bars}
+            m = bars[-1]
+            frac = _fraction(m)
+            desc = f"{m.group(1) or 'steps'} {m.group(3)}/{m.group(4)}"
+            if "converted" in last:
+                frac = max(_fraction(last["converted"]), 0.9 * _fraction(last["sampling"]) if "sampling" in last else 0)
         prefix = f"{index + 1} of {n}: " if n > 1 else ""
         return (index + frac) / n, prefix + desc
+
+
+def _fraction(bar: re.Match) -> float:
+    return min(1.0, int(bar.group(3)) / max(1, int(bar.group(4))))
 
 
 def _alive(pid: int, folder: Path) -> bool:

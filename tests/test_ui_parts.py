@@ -1,0 +1,100 @@
+"""The web page's own parts, without a browser: the f0 edit, the training progress file, the job
+runner (exit status, the one error line, one training at a time) and the command's defaults."""
+
+from __future__ import annotations
+
+import sys
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from diffsvc.errors import DiffSvcError
+from diffsvc.training.progress_file import ProgressFile, read_progress
+from diffsvc.ui.f0edit import shift_range, unvoice_range
+from diffsvc.ui.jobs import JobStore, error_line
+
+
+def test_shift_moves_only_voiced_frames_in_the_range():
+    times = np.arange(10) * 0.1
+    f0 = np.array([100, 100, 0, 100, 100, 100, 0, 100, 100, 100], dtype=np.float32)
+    up = shift_range(f0, times, 0.25, 0.65, 12)
+    np.testing.assert_allclose(up, [100, 100, 0, 200, 200, 200, 0, 100, 100, 100])
+    down = shift_range(f0, times, 0.0, 0.15, -7)
+    np.testing.assert_allclose(down[:2], 100 * 2 ** (-7 / 12), rtol=1e-6)
+    assert np.array_equal(unvoice_range(f0, times, 0.3, 0.5), [100, 100, 0, 0, 0, 100, 0, 100, 100, 100])
+    assert f0[3] == 100  # the input is not changed
+    with pytest.raises(DiffSvcError, match="end must come after"):
+        shift_range(f0, times, 0.5, 0.5, 12)
+    with pytest.raises(DiffSvcError, match="holds no frame"):
+        unvoice_range(f0, times, 5.0, 6.0)
+
+
+def test_progress_file_appends_across_runs_and_keeps_the_last_row_per_step(tmp_path):
+    path = tmp_path / "p.csv"
+    rec = lambda step, loss: SimpleNamespace(step=step, loss=loss, lr=1e-3, grad_norm=1.0, seconds=0.1)  # noqa: E731
+    first = ProgressFile(path)
+    for s in (1, 2, 3):
+        first(rec(s, 1.0 / s))
+    first.close()
+    again = ProgressFile(path)  # a resumed run starts again from its checkpoint's step
+    again(rec(3, 0.25))
+    again(rec(4, 0.2))
+    again.close()
+    with open(path, "a") as f:
+        f.write("5,0.1")  # a half-written row while the trainer writes... still a number
+        f.write("\n6,")  # ... and one cut off
+    steps, losses = read_progress(path)
+    assert steps == [1, 2, 3, 4, 5] and losses[2] == 0.25 and losses[-1] == 0.1
+    assert read_progress(tmp_path / "missing.csv") == ([], [])
+
+
+def _wait(job, timeout=60):
+    deadline = time.time() + timeout
+    while job.state() == "running" and time.time() < deadline:
+        time.sleep(0.1)
+    return job.state()
+
+
+def test_a_failing_command_gives_its_own_error_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = JobStore(tmp_path / "state")
+    job = store.start("convert", "convert nothing", [["infer", str(tmp_path / "missing.wav")]])
+    assert _wait(job) == "failed"
+    assert job.error() == f"diffsvc infer: error: {tmp_path / 'missing.wav'}: audio file not found; check the path"
+    assert error_line("x\r  3%|#  | 1/30\rdiffsvc train: error: out of disk\n") == "diffsvc train: error: out of disk"
+
+
+def test_one_training_at_a_time(tmp_path):
+    import subprocess
+
+    from diffsvc.ui.jobs import Job
+
+    store = JobStore(tmp_path / "state")
+    done = store.start("train", "training a", [["--version"]])
+    assert _wait(done) == "done"  # a finished training does not block the next
+    # a training still at work: a process in its own group, named by its job folder like the runner
+    folder = store.new_folder("train")
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(folder)],
+                            start_new_session=True)
+    try:
+        store._write(Job(folder, "train", "training b", [], proc.pid, time.time()))
+        assert store.get(folder.name).state() == "running"
+        with pytest.raises(DiffSvcError, match=r"a training is already running \(training b\)"):
+            store.start("train", "training c", [["--version"]])
+        store.stop(store.get(folder.name))
+        proc.wait(timeout=10)
+        assert store.get(folder.name).state() == "stopped"
+        assert store.running("train") == []
+    finally:
+        proc.kill()
+
+
+def test_ui_listens_on_this_machine_only_by_default():
+    from diffsvc.cli.main import _parser_with_arguments
+
+    args = _parser_with_arguments(["ui"]).parse_args(["ui"])
+    assert args.host == "127.0.0.1" and args.share is False
+    args = _parser_with_arguments(["ui"]).parse_args(["ui", "--host", "0.0.0.0", "--port", "8080", "--share"])
+    assert (args.host, args.port, args.share) == ("0.0.0.0", 8080, True)
