@@ -49,6 +49,10 @@ def _fail(text: str) -> str:
     return f'<div class="diffsvc-error" role="alert"><b>Error:</b> {_escape(text)}</div>'
 
 
+def _warn(text: str) -> str:
+    return f'<div class="diffsvc-warn">{_escape(text)}</div>'
+
+
 def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
@@ -338,6 +342,7 @@ def _project_name(name: str) -> str:
 
 CSS = """
 .diffsvc-error { color: #8a1010; background: #fdecec; border: 1px solid #e6a3a3; border-radius: 6px; padding: 8px 12px; }
+.diffsvc-warn { color: #6b4a00; background: #fff6e0; border: 1px solid #e8cf8a; border-radius: 6px; padding: 8px 12px; }
 .diffsvc-ok { color: #1d4f1d; background: #eef7ee; border: 1px solid #b5d8b5; border-radius: 6px; padding: 8px 12px; }
 """
 
@@ -697,8 +702,8 @@ def build(ctx: UiContext):
                      c.detail] for c in checks]
             lines = project_lines(ctx.models_dir)
             missing = [c for c in checks if c.required and c.status != "ok"]
-            head = _fail("real conversion needs the files marked MISSING or BROKEN; the offline demo runs "
-                         "with stand-ins meanwhile") if missing else _ok("all required files load")
+            head = _warn("real conversion needs the files marked MISSING or BROKEN (put them in models/ yourself); "
+                         "the offline demo runs with stand-ins meanwhile") if missing else _ok("all required files load")
             text = ("**Trained projects**\n\n" + "\n".join(f"- {line.strip()}" for line in lines)) if lines else \
                 f"**Trained projects:** none in `{ctx.models_dir}` yet"
             return head, rows, text
