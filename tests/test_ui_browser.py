@@ -73,7 +73,8 @@ def workspace(tmp_path_factory) -> Path:
     for i in range(2):
         take, _ = synth_voice(6.0, SR, f0=220.0, seed=10 + i)
         sf.write(root / "raw" / f"take {i}.wav", take, SR)
-    (root / "tiny.yaml").write_text(yaml.safe_dump({**TINY, "val_check_interval": 20, "num_ckpt_keep": 3}))
+    (root / "tiny.yaml").write_text(yaml.safe_dump({**TINY, "val_check_interval": 5, "num_valid_plots": 1,
+                                                             "num_ckpt_keep": 3}))
     return root
 
 
@@ -258,6 +259,9 @@ def test_preprocess_and_train(page, workspace):
                            "(document.querySelector('#train-status').innerText.match(/step (\\d+), loss/))",
                            timeout=LONG)
     page.locator("#loss-plot").locator("img, svg, canvas").first.wait_for()
+    # the latest validation (every 5 steps here): its mel picture and audio, from the TensorBoard logs
+    page.locator("#val-mel img").wait_for(timeout=LONG)
+    page.locator("#val-audio audio, #val-audio [data-testid^='waveform']").first.wait_for(state="attached")
     # one training at a time
     page.locator("#train-start").click()
     message.get_by_text("already running").wait_for()

@@ -98,3 +98,24 @@ def test_ui_listens_on_this_machine_only_by_default():
     assert args.host == "127.0.0.1" and args.share is False
     args = _parser_with_arguments(["ui"]).parse_args(["ui", "--host", "0.0.0.0", "--port", "8080", "--share"])
     assert (args.host, args.port, args.share) == ("0.0.0.0", 8080, True)
+
+
+def test_latest_validation_is_read_back_from_the_tensorboard_logs(tmp_path):
+    import io
+
+    import soundfile as sf
+    import torch
+
+    from diffsvc.training.logging import TrainLogger
+    from diffsvc.ui.tblog import latest_validation
+
+    assert latest_validation(tmp_path / "none") == (None, None, None)
+    logger = TrainLogger(tmp_path / "logs")
+    mel = np.zeros((20, 8), dtype=np.float32)
+    for step in (10, 20):
+        logger.mel_image("mel/0", mel, mel + step, step)
+        logger.audio("audio/0_sampled", torch.full((441 * step,), 0.1), step, 44100)
+    logger.close()
+    step, png, wav = latest_validation(tmp_path / "logs")
+    assert step == 20 and png.startswith(b"\x89PNG")
+    assert sf.info(io.BytesIO(wav)).frames == 441 * 20

@@ -454,8 +454,9 @@ def build(ctx: UiContext):
                 loss_plot = gr.Plot(label="Loss", elem_id="loss-plot")
                 with gr.Column():
                     val_mel = gr.Image(label="Latest validation: target and sampled mel", type="filepath",
-                                       interactive=False)
-                    val_audio = gr.Audio(label="Latest validation audio", type="filepath", interactive=False)
+                                       interactive=False, elem_id="val-mel")
+                    val_audio = gr.Audio(label="Latest validation audio", type="filepath", interactive=False,
+                                         elem_id="val-audio")
             checkpoints = gr.Dataframe(headers=["step", "file", "size", "written"], label="Checkpoints",
                                        interactive=False, elem_id="checkpoints")
             train_log = gr.Textbox(label="Training log", lines=8, max_lines=16, interactive=False,
