@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+from subprocess import STDOUT
 
 import numpy as np
 import pytest
@@ -28,6 +27,7 @@ import soundfile as sf
 import yaml
 
 from audio_synth import synth_voice
+from procs import started
 from test_end_to_end import TINY
 from ui_fixture import write_f0_project
 
@@ -82,30 +82,28 @@ def workspace(tmp_path_factory) -> Path:
 def server(workspace):
     port = _free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    log = open(workspace / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "diffsvc", "ui", "--port", str(port)], cwd=workspace,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise AssertionError(f"diffsvc ui did not start:\n{(workspace / 'server.log').read_text()}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        _kill_group(proc.pid)
-        for job in (workspace / "models" / ".ui" / "jobs").glob("*/job.json"):
-            pid = json.loads(job.read_text()).get("pid")
-            if pid:
-                _kill_group(pid)  # background jobs lead their own groups
-        log.close()
+    with open(workspace / "server.log", "wb") as log, \
+            started([sys.executable, "-m", "diffsvc", "ui", "--port", str(port)], cwd=workspace, stdout=log,
+                    stderr=STDOUT, env=env) as proc:
+        try:
+            deadline = time.time() + 120
+            while True:
+                try:
+                    with urllib.request.urlopen(url, timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.time() > deadline:
+                    raise AssertionError(f"diffsvc ui did not start:\n{(workspace / 'server.log').read_text()}")
+                time.sleep(0.5)
+            yield url
+        finally:
+            for job in (workspace / "models" / ".ui" / "jobs").glob("*/job.json"):
+                pid = json.loads(job.read_text()).get("pid")
+                if pid:
+                    _kill_group(pid)  # background jobs lead their own groups
 
 
 @pytest.fixture(scope="module")

@@ -67,7 +67,7 @@ def test_a_failing_command_gives_its_own_error_line(tmp_path, monkeypatch):
 
 
 def test_one_training_at_a_time(tmp_path):
-    import subprocess
+    from procs import started
 
     from diffsvc.ui.jobs import Job
 
@@ -76,9 +76,7 @@ def test_one_training_at_a_time(tmp_path):
     assert _wait(done) == "done"  # a finished training does not block the next
     # a training still at work: a process in its own group, named by its job folder like the runner
     folder = store.new_folder("train")
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(folder)],
-                            start_new_session=True)
-    try:
+    with started([sys.executable, "-c", "import time; time.sleep(60)", str(folder)]) as proc:
         store._write(Job(folder, "train", "training b", [], proc.pid, time.time()))
         assert store.get(folder.name).state() == "running"
         with pytest.raises(DiffSvcError, match=r"a training is already running \(training b\)"):
@@ -87,8 +85,6 @@ def test_one_training_at_a_time(tmp_path):
         proc.wait(timeout=10)
         assert store.get(folder.name).state() == "stopped"
         assert store.running("train") == []
-    finally:
-        proc.kill()
 
 
 def test_ui_listens_on_this_machine_only_by_default():
