@@ -131,8 +131,8 @@ def test_key_shift_moves_the_conditioning_f0(work):
     assert voiced.sum() > 50
     ratio = up.f0_cond_hz[voiced] / base.f0_cond_hz[voiced]
     np.testing.assert_allclose(ratio, 2 ** (5 / 12), rtol=1e-4)
-    # the original's clamp: pushed above f0_max (1100 Hz) -> 0 in log2, i.e. 1 Hz
-    high = conv.convert(wav, analysis, key=30, seed=0)
+    # the original's clamp (--out-of-range original): pushed above f0_max (1100 Hz) -> 0 in log2, i.e. 1 Hz
+    high = converter_for(work, batch_size=4, out_of_range="original").convert(wav, analysis, key=30, seed=0)
     assert np.all(high.f0_cond_hz[voiced][analysis.f0_hz[voiced] * 2 ** 2.5 > 1100] == 1.0)
 
 

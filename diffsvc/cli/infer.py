@@ -30,12 +30,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                              "median pitch onto the project singer's (default 0)")
     g.add_argument("--f0", dest="f0_method", choices=("crepe", "crepe-tiny", "parselmouth", "fcpe"),
                    help="f0 extractor (default: the project's f0_extractor)")
+    g.add_argument("--out-of-range", choices=("fold", "clamp", "original"), default="fold",
+                   help="voiced f0 outside the model's f0_min..f0_max after --key: fold by octaves into range "
+                        "(default), clamp to the limits, or original (the original Diff-SVC: 1 Hz above f0_max)")
     g.add_argument("--f0-out", help="write the extracted f0 as CSV (time_s,f0_hz) to this file")
-    g.add_argument("--f0-in", help="use this f0 CSV (time_s,f0_hz; e.g. an edited --f0-out) instead of extracting")
+    g.add_argument("--f0-in", help="use this f0 CSV (time_s,f0_hz; e.g. an edited --f0-out) instead of extracting; "
+                                   "it must cover the song's voiced audio")
+    g.add_argument("--f0-pad", action="store_true",
+                   help="accept an --f0-in curve shorter than the song: hold its first and last values")
     g = p.add_argument_group("sampling")
     g.add_argument("--sampler", choices=("plms", "ddim", "dpm-solver++", "ddpm"),
                    help="sampler (default: the project's; ddim unless its config says otherwise)")
-    g.add_argument("--sampling-steps", type=int, help="denoiser steps (default: the project's sampling_steps)")
+    g.add_argument("--sampling-steps", type=int, help="denoiser steps (default: the project's sampling_steps; ddpm "
+                                                      "always runs every step of the schedule, plms one step more)")
     g.add_argument("--shallow", type=int, metavar="K", help="start from the input mel noised to step K (shallow diffusion)")
     g.add_argument("--seed", type=int, help="random seed; the same seed gives the same output (default: a new one, printed)")
     g.add_argument("--slice-db", type=float, default=-40.0, help="below this level (dBFS) is silence (default -40)")
@@ -102,7 +109,7 @@ def pick_device(name: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from diffsvc.inference.keyshift import auto_key, parse_key, read_singer_median_hz
+    from diffsvc.inference.keyshift import auto_key_choice, parse_key, read_singer_median_hz
     from diffsvc.inference.output import check_output
     from diffsvc.inference.project import choose_checkpoint
 
@@ -116,6 +123,9 @@ def run(args: argparse.Namespace) -> int:
     songs = collect_inputs(args.inputs)
     if (args.f0_in or args.f0_out) and len(songs) > 1:
         raise DiffSvcError("--f0-in / --f0-out take one song at a time; give a single input file")
+    from diffsvc.inference.f0_io import load_f0_csv
+
+    args.f0_curve = load_f0_csv(args.f0_in) if args.f0_in else None  # a bad file: one line before any model loads
     choice = choose_checkpoint(args.models_dir, args.project, args.steps, args.ckpt)
     tag = f"{choice.project}_steps_{choice.step}" if choice.step >= 0 else f"{choice.project}_{choice.path.stem}"
     outputs = output_paths(songs, args.out, args.format, tag)
@@ -124,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     singer_median = read_singer_median_hz(choice.path.parent) if key == "auto" else None
 
     device = pick_device(args.device)
-    return _convert_all(args, songs, outputs, choice, device, key, singer_median, auto_key)
+    return _convert_all(args, songs, outputs, choice, device, key, singer_median, auto_key_choice)
 
 
 def _convert_all(args, songs, outputs, choice, device, key, singer_median, auto_key) -> int:
@@ -134,7 +144,7 @@ def _convert_all(args, songs, outputs, choice, device, key, singer_median, auto_
     from diffsvc.audio.load import SILENT_DB
     from diffsvc.audio.spool import spool_audio
     from diffsvc.inference.components import load_content_encoder_for, load_vocoder_for
-    from diffsvc.inference.f0_io import read_f0_csv, write_f0_csv
+    from diffsvc.inference.f0_io import write_f0_csv
     from diffsvc.inference.output import audio_writer
     from diffsvc.inference.pipeline import InferenceSettings, SongConverter
     from diffsvc.inference.plot import write_plot
@@ -155,7 +165,7 @@ def _convert_all(args, songs, outputs, choice, device, key, singer_median, auto_
     settings = InferenceSettings(
         sampler=args.sampler or config.sampler, sampling_steps=args.sampling_steps or config.sampling_steps,
         shallow_step=args.shallow, f0_method=args.f0_method or config.f0_extractor, slice_db=args.slice_db,
-        window_frames=args.window_frames, batch_size=args.batch_size,
+        window_frames=args.window_frames, batch_size=args.batch_size, out_of_range=args.out_of_range,
         progress=not args.quiet and (args.progress or sys.stderr.isatty()))
     converter = SongConverter(loaded, encoder, vocoder, device, settings)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
@@ -168,31 +178,39 @@ def _convert_all(args, songs, outputs, choice, device, key, singer_median, auto_
             wav = spool_audio(song, sr)
         with wav:
             total_audio += len(wav) / sr
-            f0_given = read_f0_csv(args.f0_in, converter.num_frames(len(wav)), config.hop_size, sr) \
-                if args.f0_in else None
+            curve = getattr(args, "f0_curve", None)
+            f0_given = curve.on_grid(converter.num_frames(len(wav)), config.hop_size, sr) if curve else None
             analysis = converter.analyse(wav, f0_given)
+            span = analysis.voiced_span(sr)
+            if curve is not None and span is not None:
+                curve.require_covers(*span, pad=args.f0_pad)
             if args.f0_out:
                 write_f0_csv(args.f0_out, analysis.f0_hz, config.hop_size, sr)
             note = ""
             shift = key
             if key == "auto":
-                shift = auto_key(analysis.f0_hz, singer_median)
+                shift, wanted = auto_key(analysis.f0_hz, singer_median, config.f0_min, config.f0_max)
                 voiced = analysis.f0_hz[analysis.f0_hz > 0]
                 median = f"{float(np.median(voiced)):.1f} Hz" if voiced.size else "no voiced frames"
-                note = f" (--key auto: song median {median}, singer median {singer_median:.1f} Hz)"
+                limited = (f"; {wanted:+d} would leave the model's f0 range {config.f0_min:g}-{config.f0_max:g} Hz"
+                           if shift != wanted else "")
+                note = f" (--key auto: song median {median}, singer median {singer_median:.1f} Hz{limited})"
             with audio_writer(out, sr) as write:
                 result = converter.convert_to(write, wav, analysis, key=float(shift), seed=seed, keep_mels=args.plot)
             if args.plot:
                 write_plot(out.with_suffix(".png"), result.mel_in, result.mel_out, result.f0_hz, result.f0_cond_hz,
                            config.hop_size, sr, title=f"{song.name} -> {out.name}, key {shift:+g}")
             silent = " (silent input: silent output)" if wav.peak_db < SILENT_DB else ""
+            range_line = result.f0_range.line(str(song)) if result.f0_range is not None else None
+            if range_line:
+                print(range_line, file=sys.stderr)
         print(f"{out}: key {shift:+g} semitones{note}{silent}", file=sys.stderr)
         del result
         if device.type == "cuda":
             torch.cuda.empty_cache()  # give the next file (and other programs) the memory back
     plan = converter._last_plan
     layout = f", windows of {plan.window_frames} frames x {plan.batch_size} per batch" if plan else ""
-    print(f"{choice.path.name} step {loaded.global_step}, {settings.sampler} {settings.sampling_steps} steps, "
+    print(f"{choice.path.name} step {loaded.global_step}, {settings.sampler} {converter.denoiser_calls()} steps, "
           f"seed {seed}, {device}{layout}" + (f"; stand-in {' and '.join(standin)} (offline demo quality)"
                                             if standin else ""), file=sys.stderr)
     print(converter.timer.summary(total_audio), file=sys.stderr)

@@ -3,6 +3,10 @@
 Reading accepts any time grid (a pitch editor may thin or resample the rows): the curve is
 interpolated onto the mel frame grid, linearly between voiced rows; a frame whose nearest row is
 unvoiced stays unvoiced, so editing a note never smears pitch into a pause.
+
+A curve must cover the song's voiced stretches (`F0Curve.require_covers`): one that stops short
+is refused with what it covers and what the song needs, unless padding is asked for (--f0-pad),
+which holds its first and last values over the rest.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +39,60 @@ def write_f0_csv(path: str | Path, f0_hz: np.ndarray, hop_size: int, sample_rate
     return atomic_write_text(path, out.getvalue())
 
 
+#: how far a curve may stop short of a voiced stretch's edge: the slicer keeps 0.2 s of the
+#: surrounding pause on each voiced stretch (split_for_inference), plus rounding to frames
+COVER_TOLERANCE_S = 0.25
+
+
+@dataclass(frozen=True)
+class F0Curve:
+    """The rows of an f0 CSV: times [R] in seconds (sorted) and f0 [R] in Hz (0 = unvoiced)."""
+
+    path: Path
+    times: np.ndarray
+    hz: np.ndarray
+
+    @property
+    def start_s(self) -> float:
+        return float(self.times[0])
+
+    @property
+    def end_s(self) -> float:
+        return float(self.times[-1])
+
+    def require_covers(self, start_s: float, end_s: float, *, pad: bool = False) -> None:
+        """Raise DiffSvcError (one line) unless the rows reach from `start_s` to `end_s` (the song's
+        voiced span, seconds) within COVER_TOLERANCE_S; `pad` accepts any curve."""
+        if pad or (self.start_s <= start_s + COVER_TOLERANCE_S and self.end_s >= end_s - COVER_TOLERANCE_S):
+            return
+        raise DiffSvcError(f"{self.path}: the f0 curve covers {self.start_s:.2f}-{self.end_s:.2f} s, but the song "
+                           f"has voiced audio from {start_s:.2f} s to {end_s:.2f} s; give a curve over the whole "
+                           "song (--f0-out writes one to edit) or pass --f0-pad to hold its ends")
+
+    def on_grid(self, n_frames: int, hop_size: int, sample_rate: int) -> np.ndarray:
+        """f0 in Hz, float32 [n_frames] on the mel grid (ends held where the rows stop)."""
+        times, hz = self.times, self.hz
+        grid = frame_times(n_frames, hop_size, sample_rate)
+        voiced = hz > 0
+        out = np.zeros(n_frames)
+        if voiced.any():
+            out = np.interp(grid, times[voiced], hz[voiced])
+        nearest = (np.clip(np.searchsorted(times, grid), 1, len(times) - 1) if len(times) > 1
+                   else np.zeros(n_frames, int))
+        if len(times) > 1:
+            left_closer = np.abs(grid - times[nearest - 1]) <= np.abs(times[nearest] - grid)
+            nearest = np.where(left_closer, nearest - 1, nearest)
+        out[~voiced[nearest]] = 0.0
+        return out.astype(np.float32)
+
+
 def read_f0_csv(path: str | Path, n_frames: int, hop_size: int, sample_rate: int) -> np.ndarray:
-    """f0 in Hz, float32 [n_frames] on the mel grid."""
+    """f0 in Hz, float32 [n_frames] on the mel grid (no coverage check; see load_f0_csv)."""
+    return load_f0_csv(path).on_grid(n_frames, hop_size, sample_rate)
+
+
+def load_f0_csv(path: str | Path) -> F0Curve:
+    """The curve's rows; DiffSvcError (one line naming the file) for a missing or malformed file."""
     path = Path(path)
     if not path.is_file():
         raise DiffSvcError(f"{path}: f0 file not found (write one with --f0-out)")
@@ -59,16 +116,4 @@ def read_f0_csv(path: str | Path, n_frames: int, hop_size: int, sample_rate: int
     if not rows:
         raise DiffSvcError(f"{path}: no f0 rows found (expected a CSV of time_s,f0_hz)")
     rows.sort()
-    times = np.array([r[0] for r in rows])
-    hz = np.array([r[1] for r in rows])
-    grid = frame_times(n_frames, hop_size, sample_rate)
-    voiced = hz > 0
-    out = np.zeros(n_frames)
-    if voiced.any():
-        out = np.interp(grid, times[voiced], hz[voiced])
-    nearest = np.clip(np.searchsorted(times, grid), 1, len(times) - 1) if len(times) > 1 else np.zeros(n_frames, int)
-    if len(times) > 1:
-        left_closer = np.abs(grid - times[nearest - 1]) <= np.abs(times[nearest] - grid)
-        nearest = np.where(left_closer, nearest - 1, nearest)
-    out[~voiced[nearest]] = 0.0
-    return out.astype(np.float32)
+    return F0Curve(path, np.array([r[0] for r in rows]), np.array([r[1] for r in rows]))

@@ -46,6 +46,7 @@ from diffsvc.checkpoint import LoadedModel
 from diffsvc.features.align import align_content_to_mel
 from diffsvc.features.f0 import make_f0_extractor
 from diffsvc.features.pitch import denorm_f0, norm_interp_f0, shift_key
+from diffsvc.inference.keyshift import RangeReport, fit_f0_range, range_report, shift_hz
 from diffsvc.inference.windows import (DEFAULT_CONTEXT_FRAMES, DEFAULT_CROSSFADE_FRAMES, MAX_BATCH, MAX_BATCH_CPU,
                                        Window, WindowPlan,
                                        free_memory_bytes, join_windows, measured_bytes_per_frame,
@@ -74,6 +75,7 @@ class InferenceSettings:
     context_frames: int = DEFAULT_CONTEXT_FRAMES
     crossfade_frames: int = DEFAULT_CROSSFADE_FRAMES
     section_seconds: float = SECTION_MAX_S  # longer voiced stretches are converted in sections
+    out_of_range: str = "fold"  # voiced f0 outside [f0_min, f0_max] after the key shift: fold, clamp, original
     progress: bool = False
 
 
@@ -95,10 +97,42 @@ class Stretch:
         return self.start - self.pre, self.end + self.post
 
 
+@dataclass(frozen=True)
+class StretchInput:
+    """What the model needs for one voiced stretch, over its render frames [a, b) (F = b - a
+    frames of the whole song's mel grid; T = content-unit frames of the stretch's audio).
+
+    units: [T, C] float32 content units; mel2ph: [F] long, 1-based unit index per frame (0 = none);
+    f0_log2: [F] float32 log2 Hz after the key shift and range handling, unvoiced frames
+    interpolated; mel_in: [F, M] log10 mel of the input (the --shallow start and the plot);
+    windows: the sampling windows over the F frames."""
+
+    stretch: Stretch
+    frames: tuple[int, int]
+    units: torch.Tensor
+    mel2ph: torch.Tensor
+    f0_log2: torch.Tensor
+    mel_in: torch.Tensor
+    windows: list[Window]
+
+    @property
+    def f0_cond_hz(self) -> np.ndarray:
+        """[F] the conditioning f0 in Hz (2^f0_log2), as the vocoder receives it."""
+        return denorm_f0(self.f0_log2).numpy()
+
+
 @dataclass
 class Analysis:
     stretches: list[Stretch]
     f0_hz: np.ndarray  # [n_frames] of the whole song, 0 = unvoiced (and 0 in silent stretches)
+
+
+    def voiced_span(self, sample_rate: int) -> tuple[float, float] | None:
+        """(start, end) in seconds from the first voiced stretch to the end of the last; None if none."""
+        voiced = [s for s in self.stretches if s.voiced]
+        if not voiced:
+            return None
+        return voiced[0].start / sample_rate, voiced[-1].end / sample_rate
 
 
 @dataclass
@@ -111,6 +145,7 @@ class Conversion:
     key: float
     plan: WindowPlan | None
     seed: int
+    f0_range: RangeReport | None = None  # voiced frames outside the model's f0 range after the shift
 
 
 @dataclass
@@ -277,6 +312,15 @@ class SongConverter:
                 f0[a:b] = 0
         return Analysis(stretches, f0)
 
+    # --- sampling ---------------------------------------------------------------------------
+    def sampler(self):
+        return make_sampler(self.settings.sampler, self.model.schedule(), self.settings.sampling_steps)
+
+    def denoiser_calls(self) -> int:
+        """Denoiser calls per sampling window: what the sampler runs (ddpm: every step from the
+        start step; plms: one more than its steps), the number to report as its steps."""
+        return self.sampler().num_denoiser_calls(self.settings.shallow_step or self.model.K_step)
+
     # --- memory -----------------------------------------------------------------------------
     def window_plan(self, longest: int) -> WindowPlan:
         s = self.settings
@@ -318,6 +362,12 @@ class SongConverter:
         f0_cond = np.zeros(n_frames, dtype=np.float32)
         writer = _OrderedWriter(write, crossfade_half(self.sample_rate))
         voiced = [s for s in analysis.stretches if s.voiced]
+        mode = self.settings.out_of_range
+        report = range_report(analysis.f0_hz, key, c.f0_min, c.f0_max, mode)
+        if mode == "original":  # the original's log2 shift and clamp, per stretch after interpolation
+            f0_src, shift = analysis.f0_hz, key
+        else:
+            f0_src, shift = fit_f0_range(shift_hz(analysis.f0_hz, key), c.f0_min, c.f0_max, mode), None
         self._last_plan = None
         if voiced:
             lengths = [b - a for a, b in (render_frames(s, self.hop) for s in voiced)]
@@ -326,53 +376,55 @@ class SongConverter:
             groups = group_stretches([len(w) for w in windows], plan.batch_size)
             batch_size = min(plan.batch_size, max(sum(len(windows[i]) for i in g) for g in groups))
             self._last_plan = WindowPlan(plan.window_frames, batch_size, plan.context_frames, plan.crossfade_frames)
-            sampler = make_sampler(self.settings.sampler, self.model.schedule(), self.settings.sampling_steps)
-            calls = sampler.num_denoiser_calls(self.settings.shallow_step or self.model.K_step)
+            sampler = self.sampler()
+            calls = self.denoiser_calls()
             total_calls = calls * sum(-(-sum(len(windows[i]) for i in g) // batch_size) for g in groups)
             generator = torch.Generator(device=self.device).manual_seed(int(seed))
             # two bars while the stages interleave: denoiser steps, and stretches converted and written
             with _progress(total_calls, "sampling", self.settings.progress, position=0) as bar, \
                     _progress(len(voiced), "converted", self.settings.progress, "stretch", position=1) as done:
                 for group in groups:
-                    items = [self._condition(wav, voiced[i], analysis, key, windows[i]) for i in group]
+                    items = [self._condition(wav, voiced[i], f0_src, shift, windows[i]) for i in group]
                     mels = self._sample_group(items, batch_size, sampler, generator, seed, bar.update)
                     for item, mel in zip(items, mels):
-                        (a, b), ra = frames_of(item["stretch"], self.hop), item["frames"][0]
+                        (a, b), ra = frames_of(item.stretch, self.hop), item.frames[0]
                         if keep_mels:
-                            mel_in[a:b] = item["mel_in"][a - ra:b - ra].numpy()
+                            mel_in[a:b] = item.mel_in[a - ra:b - ra].numpy()
                             mel_out[a:b] = mel[a - ra:b - ra].clamp(c.mel_vmin, c.mel_vmax).float().cpu().numpy()
-                        f0_cond[a:b] = item["f0_cond"][a - ra:b - ra]
-                        writer.write_stretch(self._vocode(wav, item, mel, seed), item["stretch"])
+                        f0_cond[a:b] = item.f0_cond_hz[a - ra:b - ra]
+                        writer.write_stretch(self._vocode(wav, item, mel, seed), item.stretch)
                         done.update(1)
         writer.silence_until(n)
-        return Conversion(None, mel_in, mel_out, analysis.f0_hz, f0_cond, key, self._last_plan, seed)
+        return Conversion(None, mel_in, mel_out, analysis.f0_hz, f0_cond, key, self._last_plan, seed, report)
 
-    def _condition(self, wav, s: Stretch, analysis: Analysis, key: float, windows: list[Window]) -> dict:
-        """A voiced stretch's mel (the --shallow reference), content units, mel2ph and shifted f0,
-        over its render frames (its own and any overlap into a neighbouring section)."""
+    def _condition(self, wav, s: Stretch, f0_hz: np.ndarray, key: float | None,
+                   windows: list[Window]) -> StretchInput:
+        """A voiced stretch's mel (the --shallow reference), content units, mel2ph and f0, over
+        its render frames (its own and any overlap into a neighbouring section). `key` None:
+        `f0_hz` is already shifted and in range; else the original's log2 shift and clamp."""
         with self.timer("content"):
             a, b = render_frames(s, self.hop)
             piece = self._stretch_wav(wav, s)
             mel_in = self.mel(torch.from_numpy(piece))[: b - a]
             units = self.encoder.encode(piece, self.sample_rate)
             mel2ph = torch.from_numpy(align_content_to_mel(units.shape[0], b - a))
-            f0_log2, _uv = norm_interp_f0(analysis.f0_hz[a:b])
-            f0_log2 = shift_key(f0_log2, key, self.config.f0_max)
-            return dict(stretch=s, frames=(a, b), units=units, mel2ph=mel2ph, f0_log2=f0_log2, mel_in=mel_in,
-                        f0_cond=denorm_f0(f0_log2).numpy(), windows=windows)
+            f0_log2, _ = norm_interp_f0(f0_hz[a:b])
+            if key is not None:
+                f0_log2 = shift_key(f0_log2, key, self.config.f0_max)
+            return StretchInput(s, (a, b), units, mel2ph, f0_log2, mel_in, windows)
 
-    def _vocode(self, wav, item: dict, mel: torch.Tensor, seed: int) -> np.ndarray:
+    def _vocode(self, wav, item: StretchInput, mel: torch.Tensor, seed: int) -> np.ndarray:
         """One continuous vocoder pass over a stretch's render range, gated in the input's pauses,
         faded where it meets silence."""
         c = self.config
-        s, (a, _b) = item["stretch"], item["frames"]
+        s, (a, _b) = item.stretch, item.frames
         start, end = s.render
         with self.timer("vocoder"):
             # the vocoders draw from the global generator (NSF phases, Griffin-Lim's start); seeded
             # per stretch so the output does not depend on how stretches were grouped
             torch.manual_seed((int(seed) * 1_000_003 + a) % (2**63))
             mel = mel.clamp(c.mel_vmin, c.mel_vmax)
-            f0 = torch.pow(2.0, item["f0_log2"])
+            f0 = torch.pow(2.0, item.f0_log2)
             # the last frame repeated up to a multiple of LENGTH_BUCKET frames, cut off again: few
             # distinct shapes for the vocoder's convolutions (see _sample_batch)
             pad = -len(mel) % LENGTH_BUCKET
@@ -400,12 +452,12 @@ class SongConverter:
         offset = a - (a // NOISE_BLOCK_FRAMES) * NOISE_BLOCK_FRAMES
         return torch.cat(blocks, dim=1)[None, :, offset:offset + b - a]
 
-    def _sample_group(self, items: list[dict], batch_size: int, sampler, generator, seed: int,
+    def _sample_group(self, items: list[StretchInput], batch_size: int, sampler, generator, seed: int,
                       progress) -> list[torch.Tensor]:
         """Sample every window of the group's stretches, longest first in batches; join per stretch."""
         with self.timer("sampling"):
-            pairs = [(k, w) for k, it in enumerate(items) for w in it["windows"]]  # (item, window)
-            noises = [self._stretch_noise(it["frames"], seed) for it in items]
+            pairs = [(k, w) for k, it in enumerate(items) for w in it.windows]  # (item, window)
+            noises = [self._stretch_noise(it.frames, seed) for it in items]
             order = sorted(range(len(pairs)), key=lambda j: -pairs[j][1].length)
             results: dict[int, torch.Tensor] = {}
             for start in range(0, len(order), batch_size):
@@ -416,26 +468,26 @@ class SongConverter:
             joined = []
             for k, it in enumerate(items):
                 parts = [(w, results[j]) for j, (owner, w) in enumerate(pairs) if owner == k]
-                joined.append(join_windows(parts, it["frames"][1] - it["frames"][0]))
+                joined.append(join_windows(parts, it.frames[1] - it.frames[0]))
             return joined
 
-    def _sample_batch(self, batch: list[tuple[Window, dict, torch.Tensor]], sampler, generator, progress):
+    def _sample_batch(self, batch: list[tuple[Window, StretchInput, torch.Tensor]], sampler, generator, progress):
         dev = self.device
         # padded up to a multiple of LENGTH_BUCKET frames (masked, so exact): the denoiser then sees
         # few distinct shapes, and oneDNN's per-shape primitive cache stays small on the CPU
         length = -(-max(w.length for w, _, _ in batch) // LENGTH_BUCKET) * LENGTH_BUCKET
         units, mel2ph, f0, noise, ref = [], [], [], [], []
         for w, it, stretch_noise in batch:
-            m2p = it["mel2ph"][w.lo:w.hi]
+            m2p = it.mel2ph[w.lo:w.hi]
             used = m2p[m2p > 0]
             first = int(used.min()) - 1 if used.numel() else 0
             last = int(used.max()) if used.numel() else 1
             pad = length - w.length
-            units.append(it["units"][first:last])
+            units.append(it.units[first:last])
             mel2ph.append(torch.nn.functional.pad(torch.where(m2p > 0, m2p - first, m2p), (0, pad)))
-            f0.append(torch.nn.functional.pad(it["f0_log2"][w.lo:w.hi], (0, pad)))
+            f0.append(torch.nn.functional.pad(it.f0_log2[w.lo:w.hi], (0, pad)))
             noise.append(torch.nn.functional.pad(stretch_noise[..., w.lo:w.hi], (0, pad)))
-            ref.append(torch.nn.functional.pad(it["mel_in"][w.lo:w.hi], (0, 0, 0, pad)))
+            ref.append(torch.nn.functional.pad(it.mel_in[w.lo:w.hi], (0, 0, 0, pad)))
         th = max(u.shape[0] for u in units)
         units_b = torch.stack([torch.nn.functional.pad(u, (0, 0, 0, th - u.shape[0])) for u in units]).to(dev)
         out = self.model.sample(
