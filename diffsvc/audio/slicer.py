@@ -9,12 +9,26 @@ gap, so the output can be stitched back to the input's exact length; voiced segm
 `max_len_s` long.
 
 Energies are librosa.feature.rms's on 10 ms hops (40 ms windows), computed in chunks so that
-memory stays flat, and are compared with an absolute threshold in dBFS, as the original slicer
-did (-40 dB default).
+memory stays flat, and compared with a threshold in dBFS. The slicing functions take that
+threshold as given; what it is comes from `SongLevel`, the one definition of silence that
+preprocess and infer share:
+
+    silence = frames below max(reference + relative_db, SILENCE_FLOOR_DB)
+
+where `reference` is the song's own level: the REFERENCE_PERCENTILE (95th) percentile of its
+frame levels above the floor (its loud singing; a percentile, not the peak, so one click or
+plosive does not set it), and `relative_db` the user's --slice-db / --db (default -30 dB: a
+well-levelled take, loud singing near -12 dBFS RMS, gets about the original's -40 dBFS). A song
+recorded 30 dB quieter is sliced exactly like the loud take, as level-relative gates in
+recording tools do. The floor keeps digital silence and hiss silent at any level. The original
+compared with -40 dBFS absolute, which turned a take peaking at -40 dBFS into silence.
+The level is measured with `LevelMeter`, a block at a time into a histogram of 0.01 dB bins:
+memory stays flat in the song's length.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -83,6 +97,131 @@ def frame_energy_db(wav, sr: int, hop_s: float = 0.01, win_s: float = 0.04, *,
         power = np.maximum(cumulative[starts + win] - cumulative[starts], 0.0) / win
         db[f0:f1] = 20.0 * np.log10(np.maximum(np.sqrt(power), 1e-10))
     return _Energy(db, hop)
+
+
+SILENCE_FLOOR_DB = -70.0  # dBFS: below this is silence whatever the song's level (digital silence, hiss)
+REFERENCE_PERCENTILE = 95.0  # the song's reference level: this percentile of its frame levels above the floor
+DEFAULT_RELATIVE_DB = -30.0  # silence: this far below the reference (--slice-db, preprocess --db)
+MOSTLY_SILENT_SHARE = 0.5  # warn when more than this share of a song's sound falls below the threshold
+_BIN_DB = 0.01
+_LOW_DB = -200.0  # frame_energy_db's floor (1e-10)
+_BINS = int(round((20.0 - _LOW_DB) / _BIN_DB)) + 1
+
+
+class LevelMeter:
+    """Frame levels of a signal fed in consecutive blocks, exactly as `frame_energy_db` computes
+    them on the whole signal, counted into a histogram (memory flat in the signal's length).
+
+        meter = LevelMeter(44100)
+        for block in blocks: meter.add(block)
+        level = meter.level(relative_db=-40.0)
+    """
+
+    def __init__(self, sr: int, hop_s: float = 0.01, win_s: float = 0.04):
+        self.hop = max(1, int(round(hop_s * sr)))
+        self.win = max(self.hop, int(round(win_s * sr)))
+        half = self.win // 2
+        self._buf = np.zeros(half, dtype=np.float64)  # samples from position -half (centre padding)
+        self._next = 0  # next frame index; frame i reads [i*hop - half, i*hop - half + win)
+        self._buf_start = -half
+        self.samples = 0
+        self.counts = np.zeros(_BINS, dtype=np.int64)
+        self._done = False
+
+    def add(self, block) -> None:
+        block = np.asarray(block, dtype=np.float64).reshape(-1)
+        self.samples += len(block)
+        self._buf = np.concatenate([self._buf, block])
+        self._flush(len(self._buf))
+
+    def _flush(self, available: int) -> None:
+        half = self.win // 2
+        first = self._next * self.hop - half - self._buf_start
+        count = (available - first - self.win) // self.hop + 1 if available - first >= self.win else 0
+        if count > 0:
+            x = self._buf[first:first + (count - 1) * self.hop + self.win]
+            cumulative = np.concatenate([[0.0], np.cumsum(x * x)])
+            starts = np.arange(count) * self.hop
+            power = np.maximum(cumulative[starts + self.win] - cumulative[starts], 0.0) / self.win
+            db = (20.0 * np.log10(np.maximum(np.sqrt(power), 1e-10))).astype(np.float32)
+            self._count(db)
+            self._next += count
+        keep_from = self._next * self.hop - half - self._buf_start
+        self._buf = self._buf[keep_from:]
+        self._buf_start += keep_from
+
+    def _count(self, db: np.ndarray) -> None:
+        idx = np.clip(np.round((db.astype(np.float64) - _LOW_DB) / _BIN_DB).astype(np.int64), 0, _BINS - 1)
+        self.counts += np.bincount(idx, minlength=_BINS)
+
+    def finish(self) -> None:
+        """Count the last frames (the end is zero-padded, as frame_energy_db pads it)."""
+        if self._done:
+            return
+        self._done = True
+        n, half = self.samples, self.win // 2
+        n_frames = 1 + (n + 2 * half - self.win) // self.hop if n else 0
+        need = (n_frames - 1) * self.hop - half + self.win - self._buf_start if n_frames > self._next else 0
+        if need > len(self._buf):
+            self._buf = np.concatenate([self._buf, np.zeros(need - len(self._buf))])
+        if n_frames > self._next:
+            self._flush(need)
+
+    def level(self, relative_db: float = DEFAULT_RELATIVE_DB) -> SongLevel:
+        self.finish()
+        return SongLevel.from_histogram(self.counts, relative_db)
+
+
+@dataclass(frozen=True)
+class SongLevel:
+    """A song's own level and the silence threshold it gives (see the module docstring).
+
+    reference_db: dBFS, the REFERENCE_PERCENTILE of frame levels above SILENCE_FLOOR_DB (-inf when
+    no frame is above it); threshold_db: dBFS, what the slicer and the gate compare with;
+    below_share: the share of the frames above the floor (the song's sound) under the threshold."""
+
+    reference_db: float
+    relative_db: float
+    threshold_db: float
+    frames: int
+    sound_frames: int
+    below_share: float
+
+    @classmethod
+    def from_histogram(cls, counts: np.ndarray, relative_db: float) -> SongLevel:
+        values = _LOW_DB + np.arange(len(counts)) * _BIN_DB
+        sound = values >= SILENCE_FLOOR_DB
+        n_sound = int(counts[sound].sum())
+        if n_sound == 0:
+            return cls(-math.inf, relative_db, SILENCE_FLOOR_DB, int(counts.sum()), 0, 0.0)
+        cumulative = np.cumsum(counts[sound])
+        rank = math.ceil(REFERENCE_PERCENTILE / 100 * n_sound)
+        reference = float(values[sound][np.searchsorted(cumulative, rank)])
+        threshold = max(reference + relative_db, SILENCE_FLOOR_DB)
+        below = int(counts[sound & (values < threshold)].sum())
+        return cls(reference, relative_db, threshold, int(counts.sum()), n_sound, below / n_sound)
+
+    @property
+    def silent(self) -> bool:
+        """Nothing above the floor: a silent recording."""
+        return self.sound_frames == 0
+
+    def warning(self, name: str, option: str) -> str | None:
+        """One line when most of the song's sound falls below the threshold, naming `option`."""
+        if self.silent or self.below_share <= MOSTLY_SILENT_SHARE:
+            return None
+        return (f"{name}: {100 * self.below_share:.0f} % of its sound lies below the silence threshold "
+                f"({self.threshold_db:.1f} dBFS, {option} {self.relative_db:g} dB under its level of "
+                f"{self.reference_db:.1f} dBFS) and is treated as silence; if that is singing, lower {option} "
+                f"(e.g. {self.relative_db - 15:g})")
+
+
+def measure_level(wav, sr: int, relative_db: float = DEFAULT_RELATIVE_DB, *, block: int = 1 << 20) -> SongLevel:
+    """The SongLevel of a numpy array or any sliceable (a SpooledAudio), read `block` samples at a time."""
+    meter = LevelMeter(sr)
+    for start in range(0, len(wav), block):
+        meter.add(wav[start:start + block])
+    return meter.level(relative_db)
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:

@@ -45,7 +45,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                       "always runs every step of the schedule, plms one step more)")
     g.add_argument("--shallow", type=int, metavar="K", help="start from the input mel noised to step K (shallow diffusion)")
     g.add_argument("--seed", type=int, help="random seed; the same seed gives the same output (default: a new one, printed)")
-    g.add_argument("--slice-db", type=float, default=-40.0, help="below this level (dBFS) is silence (default -40)")
+    g.add_argument("--slice-db", type=float, default=-30.0,
+                   help="silence: this many dB below the song's own level (its loud singing; default -30)")
+    g.add_argument("--loudness", choices=("input", "model"), default="input",
+                   help="output level: follow the input's (default) or keep the model's own (the original)")
     g.add_argument("--window-frames", type=int, help="sampling window in mel frames (default: from free memory)")
     g.add_argument("--batch-size", type=int, help="windows per batch (default: from free memory)")
     g = p.add_argument_group("output")
@@ -141,7 +144,6 @@ def _convert_all(args, songs, outputs, choice, device, key, singer_median, auto_
     import numpy as np
     import torch
 
-    from diffsvc.audio.load import SILENT_DB
     from diffsvc.audio.spool import spool_audio
     from diffsvc.inference.components import load_content_encoder_for, load_vocoder_for
     from diffsvc.inference.f0_io import write_f0_csv
@@ -166,6 +168,7 @@ def _convert_all(args, songs, outputs, choice, device, key, singer_median, auto_
         sampler=args.sampler or config.sampler, sampling_steps=args.sampling_steps or config.sampling_steps,
         shallow_step=args.shallow, f0_method=args.f0_method or config.f0_extractor, slice_db=args.slice_db,
         window_frames=args.window_frames, batch_size=args.batch_size, out_of_range=args.out_of_range,
+        follow_loudness=args.loudness == "input",
         progress=not args.quiet and (args.progress or sys.stderr.isatty()))
     converter = SongConverter(loaded, encoder, vocoder, device, settings)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
@@ -181,6 +184,9 @@ def _convert_all(args, songs, outputs, choice, device, key, singer_median, auto_
             curve = getattr(args, "f0_curve", None)
             f0_given = curve.on_grid(converter.num_frames(len(wav)), config.hop_size, sr) if curve else None
             analysis = converter.analyse(wav, f0_given)
+            quiet = analysis.level.warning(str(song), "--slice-db")
+            if quiet:
+                print(quiet, file=sys.stderr)
             span = analysis.voiced_span(sr)
             if curve is not None and span is not None:
                 curve.require_covers(*span, pad=args.f0_pad)
@@ -200,7 +206,7 @@ def _convert_all(args, songs, outputs, choice, device, key, singer_median, auto_
             if args.plot:
                 write_plot(out.with_suffix(".png"), result.mel_in, result.mel_out, result.f0_hz, result.f0_cond_hz,
                            config.hop_size, sr, title=f"{song.name} -> {out.name}, key {shift:+g}")
-            silent = " (silent input: silent output)" if wav.peak_db < SILENT_DB else ""
+            silent = " (silent input: silent output)" if analysis.level.silent else ""
             range_line = result.f0_range.line(str(song)) if result.f0_range is not None else None
             if range_line:
                 print(range_line, file=sys.stderr)

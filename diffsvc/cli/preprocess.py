@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-seconds", type=float, default=10.0, help="shortest piece the slicer aims for (10)")
     parser.add_argument("--max-seconds", type=float, default=15.0, help="longest piece (15)")
     parser.add_argument("--min-piece", type=float, default=2.0, help="pieces shorter than this are dropped (2 s)")
-    parser.add_argument("--db", type=float, default=-40.0, help="silence threshold in dBFS (-40)")
+    parser.add_argument("--db", type=float, default=-30.0,
+                        help="silence: this many dB below each file's own level (its loud singing; -30), as infer's --slice-db")
     parser.add_argument("--valid", type=int, default=None,
                         help="validation pieces (default: min(5, 2%%), at least 1 when there are 2 or more)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),

@@ -3,8 +3,8 @@
 Three phases (the format is described in `diffsvc.data.prepared`):
 
 1. Check (cheap): scan, probe every file (rate, channels, peak, clipped share), decode it as a
-   stream of 30 s blocks resampled to 44.1 kHz mono, slice at silences block by block
-   (`stream_slice`), and write each piece's audio and mel. A summary follows: total duration,
+   stream of 30 s blocks resampled to 44.1 kHz mono, measure its level (silence is relative to
+   it, as in infer: `audio.slicer.SongLevel`), slice at silences block by block (`stream_slice`), and write each piece's audio and mel. A summary follows: total duration,
    sample-rate mix, clipped/quiet/silent files, files that failed, duration after slicing and what
    was dropped and why. Per source a small record (`sources/<hash>.json`: size, mtime, settings,
    pieces with their audio hashes) is written last; a rerun whose record still matches skips
@@ -30,6 +30,7 @@ f0 and units are computed per piece (at most `max_s` seconds).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -43,6 +44,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from diffsvc.audio.slicer import LevelMeter, SongLevel
 from diffsvc.data.prepared import (Manifest, Piece, content_hash, dataset_stats, prepared_dir, save_array,
                                    settings_hash, write_manifest)
 from diffsvc.data.report import DatasetCheck, SourceFacts, duration, format_check, format_table
@@ -52,7 +54,7 @@ from diffsvc.errors import AudioError, DiffSvcError
 from diffsvc.fileio import atomic_write_text
 
 SAMPLE_RATE = 44100
-RECORD_VERSION = 1  # bump when slicing/decoding changes in a way the settings do not show
+RECORD_VERSION = 2  # 2: silence relative to the file's level (audio.slicer.SongLevel); bump when slicing/decoding changes in a way the settings do not show
 HEADROOM = 10 ** (-1 / 20)  # files over full scale are scaled so their peak sits at -1 dBFS
 CONTENT_CHOICES = ("hubert-soft", "contentvec", "stand-in")
 
@@ -177,16 +179,24 @@ def prepare_source(job: SourceJob) -> dict:
     stat = os.stat(job.path)
     info = probe_audio(job.path)
     gain = HEADROOM / info.peak if info.peak > 1.0 else 1.0
-    if info.format == "unknown":  # soundfile cannot stream it; the fallback decoder reads it whole
-        blocks: Iterable[np.ndarray] = [load_audio(job.path, SAMPLE_RATE)]
-    else:
-        blocks = iter_audio_blocks(job.path, job.block_seconds, SAMPLE_RATE)
-    if gain != 1.0:
-        blocks = (b * np.float32(gain) for b in blocks)
+
+    def blocks() -> Iterable[np.ndarray]:
+        if info.format == "unknown":  # soundfile cannot stream it; the fallback decoder reads it whole
+            decoded: Iterable[np.ndarray] = [load_audio(job.path, SAMPLE_RATE)]
+        else:
+            decoded = iter_audio_blocks(job.path, job.block_seconds, SAMPLE_RATE)
+        return decoded if gain == 1.0 else (b * np.float32(gain) for b in decoded)
+
+    # silence as infer defines it: relative to the file's own level (one pass to measure it)
+    meter = LevelMeter(SAMPLE_RATE)
+    for block in blocks():
+        meter.add(block)
+    level = meter.level(job.slicing.db)
+    slicing = dataclasses.replace(job.slicing, db=level.threshold_db)  # the slicer takes dBFS
     mel = _mel_extractor(job.settings["mel"])
     root = Path(job.root)
     pieces, dropped = [], []
-    for item in stream_slices(blocks, SAMPLE_RATE, job.slicing, window_s=job.window_seconds):
+    for item in stream_slices(blocks(), SAMPLE_RATE, slicing, window_s=job.window_seconds):
         if isinstance(item, StreamDrop):
             dropped.append({"start": item.start, "end": item.end, "reason": item.reason,
                             "seconds": (item.end - item.start) / SAMPLE_RATE})
@@ -201,7 +211,7 @@ def prepare_source(job: SourceJob) -> dict:
         "version": RECORD_VERSION, "source": job.source, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
         "settings": settings_hash(job.settings), "duration": info.duration, "sample_rate": info.sample_rate,
         "channels": info.channels, "peak": info.peak, "clipped": info.clipped_fraction, "gain": gain,
-        "pieces": pieces, "dropped": dropped,
+        "pieces": pieces, "dropped": dropped, "level": dataclasses.asdict(level),
     }
     atomic_write_text(job.record_path, json.dumps(record, indent=1, ensure_ascii=False))
     return record
@@ -224,7 +234,8 @@ def _facts(record: dict) -> SourceFacts:
     return SourceFacts(record["source"], record["duration"], record["sample_rate"], record["channels"],
                        record["peak"], record["clipped"], record["gain"],
                        sum(p["end"] - p["start"] for p in record["pieces"]) / SAMPLE_RATE,
-                       len(record["pieces"]), [{"reason": d["reason"], "seconds": d["seconds"]} for d in record["dropped"]])
+                       len(record["pieces"]), [{"reason": d["reason"], "seconds": d["seconds"]} for d in record["dropped"]],
+                       SongLevel(**record["level"]))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
+from diffsvc.audio.slicer import SILENCE_FLOOR_DB, SongLevel
+
 QUIET_PEAK_DB = -30.0  # a file whose loudest sample stays below this is worth a look
 CLIPPED_SHARE = 0.001  # 0.1 % of samples at full scale: audible distortion, the f0 suffers
 LIST_AT_MOST = 8
@@ -26,6 +28,7 @@ class SourceFacts:
     sliced_seconds: float
     pieces: int
     dropped: list[dict] = field(default_factory=list)  # {reason, seconds}
+    level: SongLevel | None = None  # its level and silence threshold, as infer measures them
 
 
 @dataclass
@@ -49,11 +52,21 @@ class DatasetCheck:
     def clipped_files(self) -> list[SourceFacts]:
         return [f for f in self.files if f.clipped >= CLIPPED_SHARE]
 
-    def quiet_files(self, silent_db: float) -> list[SourceFacts]:
-        return [f for f in self.files if silent_db <= _db(f.peak) < QUIET_PEAK_DB]
+    def quiet_files(self) -> list[SourceFacts]:
+        """Low recordings (sliced like loud ones, since silence is relative; the noise is worth a look)."""
+        return [f for f in self.files if not _is_silent(f) and _db(f.peak) < QUIET_PEAK_DB]
 
-    def silent_files(self, silent_db: float) -> list[SourceFacts]:
-        return [f for f in self.files if _db(f.peak) < silent_db or (f.pieces == 0 and _silent(f))]
+    def silent_files(self) -> list[SourceFacts]:
+        return [f for f in self.files if _is_silent(f)]
+
+    def mostly_below(self) -> list[tuple[SourceFacts, str]]:
+        """Files most of whose sound falls under the silence threshold, with infer's warning line."""
+        found = []
+        for f in self.files:
+            line = f.level.warning(f.source, "--db") if f.level is not None else None
+            if line:
+                found.append((f, line))
+        return found
 
     def scaled_files(self) -> list[SourceFacts]:
         return [f for f in self.files if f.gain != 1.0]
@@ -70,7 +83,7 @@ class DatasetCheck:
         return sorted(((k, counts[k], seconds[k]) for k in counts), key=lambda r: -r[2])
 
     def has_warnings(self) -> bool:
-        return bool(self.failed or self.clipped_files() or self.scaled_files())
+        return bool(self.failed or self.clipped_files() or self.scaled_files() or self.mostly_below())
 
 
 def reason_kind(reason: str) -> str:
@@ -78,8 +91,10 @@ def reason_kind(reason: str) -> str:
     return re.sub(r"^[\d.]+ s is ", "", reason)
 
 
-def _silent(f: SourceFacts) -> bool:
-    return any("silent" in d["reason"] for d in f.dropped)
+def _is_silent(f: SourceFacts) -> bool:
+    if f.level is not None and f.level.silent:
+        return True
+    return f.pieces == 0 and any("silent" in d["reason"] for d in f.dropped)
 
 
 def _db(amplitude: float) -> float:
@@ -98,7 +113,7 @@ def _names(items: list[str]) -> str:
     return shown + (f" and {len(items) - LIST_AT_MOST} more" if len(items) > LIST_AT_MOST else "")
 
 
-def format_check(check: DatasetCheck, silent_db: float) -> list[str]:
+def format_check(check: DatasetCheck, silent_db: float | None = None) -> list[str]:
     """The dataset check, a few lines, printed before the slow work starts."""
     lines = [f"Dataset check: {len(check.files)} readable audio file(s), {duration(check.total_seconds)} in total"]
     rates = Counter(f.sample_rate for f in check.files)
@@ -115,10 +130,13 @@ def format_check(check: DatasetCheck, silent_db: float) -> list[str]:
         lines.append(f"  clipped: {f.source} ({100 * f.clipped:.2f} % of samples at full scale)")
     for f in check.scaled_files():
         lines.append(f"  over full scale: {f.source} (peak {_db(f.peak):+.1f} dBFS), scaled down to -1 dBFS")
-    for f in check.quiet_files(silent_db):
-        lines.append(f"  very quiet: {f.source} (peak {_db(f.peak):.1f} dBFS)")
-    for f in check.silent_files(silent_db):
-        lines.append(f"  silent: {f.source} (nothing above {silent_db:g} dB; no pieces)")
+    for f in check.quiet_files():
+        lines.append(f"  very quiet: {f.source} (peak {_db(f.peak):.1f} dBFS; sliced relative to its own level, "
+                     "but listen for noise)")
+    for f in check.silent_files():
+        lines.append(f"  silent: {f.source} (nothing above {SILENCE_FLOOR_DB:g} dBFS; no pieces)")
+    for _, line in check.mostly_below():
+        lines.append(f"  {line}")
     lines.append(f"  after slicing: {check.pieces} piece(s), {duration(check.sliced_seconds)} "
                  f"({_share(check.sliced_seconds, check.total_seconds)} of the audio)")
     for kind, count, seconds in check.dropped_by_reason():

@@ -18,12 +18,16 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from diffsvc.audio.slicer import slice_audio
+from diffsvc.audio.slicer import DEFAULT_RELATIVE_DB, slice_audio
 
 
 @dataclass(frozen=True)
 class SliceSettings:
-    db: float = -40.0
+    """Slicing settings. `db`: the silence threshold; in PreprocessOptions it is relative to each
+    file's level (audio.slicer.SongLevel, the --db option), and preprocess hands `stream_slices`
+    a copy holding that file's threshold in dBFS."""
+
+    db: float = DEFAULT_RELATIVE_DB
     min_s: float = 10.0
     max_s: float = 15.0
     drop_shorter_s: float = 2.0

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from diffsvc.audio.mel import CLAMP, MelExtractor
-from diffsvc.audio.slicer import frame_energy_db, split_for_inference
+from diffsvc.audio.slicer import DEFAULT_RELATIVE_DB, SongLevel, frame_energy_db, measure_level, split_for_inference
 from diffsvc.checkpoint import LoadedModel
 from diffsvc.features.align import align_content_to_mel
 from diffsvc.features.f0 import make_f0_extractor
@@ -69,7 +69,8 @@ class InferenceSettings:
     sampling_steps: int = 20
     shallow_step: int | None = None  # --shallow K: start from the input mel noised to step K
     f0_method: str = "crepe"
-    slice_db: float = -40.0
+    slice_db: float = DEFAULT_RELATIVE_DB  # silence: this far below the song's own level (audio.slicer.SongLevel)
+    follow_loudness: bool = True  # each voiced stretch's output at its input's level (False: the model's level)
     window_frames: int | None = None  # None: from free memory
     batch_size: int | None = None  # None: from free memory
     context_frames: int = DEFAULT_CONTEXT_FRAMES
@@ -125,6 +126,12 @@ class StretchInput:
 class Analysis:
     stretches: list[Stretch]
     f0_hz: np.ndarray  # [n_frames] of the whole song, 0 = unvoiced (and 0 in silent stretches)
+    level: SongLevel | None = None  # the song's level and silence threshold (None: an absolute -40 dBFS)
+
+    @property
+    def silence_db(self) -> float:
+        """dBFS below which the input is silence (the slicer's and the gate's threshold)."""
+        return self.level.threshold_db if self.level is not None else -40.0
 
 
     def voiced_span(self, sample_rate: int) -> tuple[float, float] | None:
@@ -245,6 +252,22 @@ def silence_gate(wav: np.ndarray, sample_rate: int, db: float, min_pause_s: floa
     return gain
 
 
+def match_level(out: np.ndarray, source: np.ndarray, sample_rate: int, silence_db: float,
+                percentile: float = 95.0, headroom: float = 10 ** (-0.3 / 20)) -> float:
+    """Gain that puts `out` at the level of `source` (the same samples of the input): the ratio of
+    their REFERENCE-style levels, the `percentile` of 10 ms frame RMS over the frames where the
+    source is above `silence_db` (dB). Capped so that the output's peak stays under -0.3 dBFS.
+    1.0 when the source has no such frame or the output is silent."""
+    src = frame_energy_db(source, sample_rate).db
+    got = frame_energy_db(out, sample_rate).db
+    frames = src >= silence_db
+    if not frames.any() or not np.any(out):
+        return 1.0
+    gain = 10 ** ((np.percentile(src[frames], percentile) - np.percentile(got[frames], percentile)) / 20)
+    peak = float(np.max(np.abs(out)))
+    return float(min(gain, headroom / peak)) if peak > 0 else float(gain)
+
+
 def frames_of(stretch: Stretch, hop: int) -> tuple[int, int]:
     """The stretch's own frames."""
     return stretch.start // hop, -(-stretch.end // hop)
@@ -292,8 +315,10 @@ class SongConverter:
         return np.pad(piece, (0, (b - a) * self.hop - len(piece))).astype(np.float32, copy=False)
 
     def analyse(self, wav: np.ndarray, f0_hz: np.ndarray | None = None) -> Analysis:
-        """Find the stretches and, unless `f0_hz` (whole-song grid) is given, extract f0 in the voiced ones."""
-        stretches = find_stretches(wav, self.sample_rate, self.hop, self.settings.slice_db,
+        """Measure the song's level (its silence threshold), find the stretches and, unless `f0_hz`
+        (whole-song grid) is given, extract f0 in the voiced ones."""
+        level = measure_level(wav, self.sample_rate, self.settings.slice_db)
+        stretches = find_stretches(wav, self.sample_rate, self.hop, level.threshold_db,
                                    max_section_s=self.settings.section_seconds)
         n_frames = self.num_frames(len(wav))
         if f0_hz is not None:
@@ -310,7 +335,7 @@ class SongConverter:
             if not s.voiced:
                 a, b = frames_of(s, self.hop)
                 f0[a:b] = 0
-        return Analysis(stretches, f0)
+        return Analysis(stretches, f0, level)
 
     # --- sampling ---------------------------------------------------------------------------
     def sampler(self):
@@ -392,7 +417,7 @@ class SongConverter:
                             mel_in[a:b] = item.mel_in[a - ra:b - ra].numpy()
                             mel_out[a:b] = mel[a - ra:b - ra].clamp(c.mel_vmin, c.mel_vmax).float().cpu().numpy()
                         f0_cond[a:b] = item.f0_cond_hz[a - ra:b - ra]
-                        writer.write_stretch(self._vocode(wav, item, mel, seed), item.stretch)
+                        writer.write_stretch(self._vocode(wav, item, mel, seed, analysis.silence_db), item.stretch)
                         done.update(1)
         writer.silence_until(n)
         return Conversion(None, mel_in, mel_out, analysis.f0_hz, f0_cond, key, self._last_plan, seed, report)
@@ -413,9 +438,9 @@ class SongConverter:
                 f0_log2 = shift_key(f0_log2, key, self.config.f0_max)
             return StretchInput(s, (a, b), units, mel2ph, f0_log2, mel_in, windows)
 
-    def _vocode(self, wav, item: StretchInput, mel: torch.Tensor, seed: int) -> np.ndarray:
-        """One continuous vocoder pass over a stretch's render range, gated in the input's pauses,
-        faded where it meets silence."""
+    def _vocode(self, wav, item: StretchInput, mel: torch.Tensor, seed: int, silence_db: float) -> np.ndarray:
+        """One continuous vocoder pass over a stretch's render range, at the input's level
+        (`match_level`), gated in the input's pauses, faded where it meets silence."""
         c = self.config
         s, (a, _b) = item.stretch, item.frames
         start, end = s.render
@@ -432,7 +457,10 @@ class SongConverter:
             f0 = torch.cat([f0, f0[-1:].expand(pad)])
             out = self.vocoder.vocode(mel, f0).float().cpu().numpy()[: end - start]
             out = np.pad(out, (0, end - start - len(out)))
-            out *= silence_gate(wav[start:end], self.sample_rate, self.settings.slice_db)
+            source = wav[start:end]
+            if self.settings.follow_loudness:
+                out *= match_level(out, source, self.sample_rate, silence_db)
+            out *= silence_gate(source, self.sample_rate, silence_db)
             fade = int(SILENCE_FADE_S * self.sample_rate)
             if s.start > 0 and not s.pre:  # meets a silent stretch (a voiced neighbour is crossfaded)
                 out[:fade] *= np.linspace(0, 1, min(fade, len(out)), dtype=np.float32)
