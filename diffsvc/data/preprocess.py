@@ -3,12 +3,13 @@
 Three phases (the format is described in `diffsvc.data.prepared`):
 
 1. Check (cheap): scan, probe every file (rate, channels, peak, clipped share), decode it as a
-   stream of 30 s blocks resampled to 44.1 kHz mono, measure its level (silence is relative to
-   it, as in infer: `audio.slicer.SongLevel`), slice at silences block by block (`stream_slice`), and write each piece's audio and mel. A summary follows: total duration,
-   sample-rate mix, clipped/quiet/silent files, files that failed, duration after slicing and what
-   was dropped and why. Per source a small record (`sources/<hash>.json`: size, mtime, settings,
-   pieces with their audio hashes) is written last; a rerun whose record still matches skips
-   decoding that file altogether.
+   stream of 30 s blocks resampled to 44.1 kHz mono, measure its level (silence is relative to it,
+   as in infer: `audio.slicer.SongLevel`), slice at silences block by block (`stream_slice`), and
+   write each piece's audio and mel. A summary follows: total duration, sample-rate mix,
+   clipped/quiet/silent files, files that failed, duration after slicing and what was dropped and
+   why. Per source a small record (`sources/<hash>.json`: size, mtime, settings, pieces with their
+   audio hashes) is written last; a rerun whose record still matches skips decoding that file
+   altogether.
 2. Work (slow): f0 and content units of every piece, each cached under a key that hashes the
    piece's audio and every setting that changes the result, so any rerun computes only what is
    missing (changing the f0 method redoes f0 and nothing else) and an interrupted run resumes.
@@ -349,7 +350,7 @@ def preprocess(raw_dir: str | os.PathLike, config, options: PreprocessOptions | 
     ordered = [records[j.source] for j in jobs if j.source in records]
     result.check.files = [_facts(r) for r in ordered]
     result.check.failed = failed
-    for line in format_check(result.check, options.slicing.db):
+    for line in format_check(result.check):
         log(line)
     pieces = [(r["source"], p) for r in ordered for p in r["pieces"]]
     if not pieces:

@@ -113,7 +113,7 @@ def _names(items: list[str]) -> str:
     return shown + (f" and {len(items) - LIST_AT_MOST} more" if len(items) > LIST_AT_MOST else "")
 
 
-def format_check(check: DatasetCheck, silent_db: float | None = None) -> list[str]:
+def format_check(check: DatasetCheck) -> list[str]:
     """The dataset check, a few lines, printed before the slow work starts."""
     lines = [f"Dataset check: {len(check.files)} readable audio file(s), {duration(check.total_seconds)} in total"]
     rates = Counter(f.sample_rate for f in check.files)

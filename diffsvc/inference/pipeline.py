@@ -8,23 +8,26 @@
 `song` is a numpy array or a SpooledAudio (the CLI's: decoded once to a temporary file), read a
 stretch at a time, so memory does not grow with the song's length.
 
-1. The file is cut at silences (`split_for_inference`); consecutive voiced pieces are merged back
-   up to 60 s, so voiced audio is divided into sampling windows (crossfaded in the mel domain)
-   and, only past 60 s, into sections cut at quiet points (overlapping, crossfaded in audio).
-   Boundaries are moved onto the mel hop grid, so every stretch's frames are frames of the whole
-   file.
+1. The song's level is measured (`audio.slicer.SongLevel`: silence is --slice-db below its loud
+   singing, the definition preprocess uses) and the file is cut at silences (`split_for_inference`);
+   consecutive voiced pieces are merged back up to 60 s, so voiced audio is divided into sampling
+   windows (crossfaded in the mel domain) and, only past 60 s, into sections cut at quiet points
+   (overlapping, crossfaded in audio). Boundaries are moved onto the mel hop grid, so every
+   stretch's frames are frames of the whole file.
 2. Voiced stretches are worked through in order, in groups holding about one batch of windows
-   (`group_stretches`): per stretch its mel (for --shallow and the plot), content units, mel2ph
-   and shifted f0; then the group's windows are sampled in batches, longest first (`lengths=`
-   masking keeps them apart). The start noise is drawn in fixed blocks of frames, each from a
-   generator seeded by (seed, block): a frame's noise does not depend on how the song was
-   windowed, grouped or cut into sections.
+   (`group_stretches`): per stretch its mel (for --shallow and the plot), content units, mel2ph and
+   f0, shifted by the key and brought into the model's f0 range (`keyshift.fit_f0_range`, or the
+   original's clamp with out_of_range="original"), held in a `StretchInput`; then the group's
+   windows are sampled in batches, longest first (`lengths=` masking keeps them apart). The start
+   noise is drawn in fixed blocks of frames, each from a generator seeded by (seed, block): a
+   frame's noise does not depend on how the song was windowed, grouped or cut into sections.
 3. Per stretch: the joined mel, clipped to [mel_vmin, mel_vmax], is vocoded with f0 = 2^(shifted
-   log2 f0) (the original's after_infer), cut to the stretch's length, and written.
-4. Silent stretches are exact zeros (silence in, silence out); voiced stretches fade in/out over
-   10 ms where they meet a silent one, so the step to digital zero does not click. Shorter pauses
-   inside a voiced stretch (>= 0.1 s below --slice-db in the input) are gated to zero the same way:
-   the model's output there is not silence (and the original fed the vocoder an interpolated f0
+   log2 f0) (the original's after_infer), cut to the stretch's length, put at the input stretch's
+   level (`match_level`; follow_loudness=False keeps the model's level), and written.
+4. Silent stretches are exact zeros (silence in, silence out); voiced stretches fade in/out over 10
+   ms where they meet a silent one, so the step to digital zero does not click. Shorter pauses
+   inside a voiced stretch (>= 0.1 s below the song's silence threshold) are gated to zero the same
+   way: the model's output there is not silence (and the original fed the vocoder an interpolated f0
    through pauses, which hums).
 """
 
