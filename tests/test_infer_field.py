@@ -164,7 +164,7 @@ def test_a_key_shift_past_f0_max_is_folded_and_reported(work, capsys):
     assert rc == 0, err
     line = [x for x in err.splitlines() if "f0 range" in x]
     assert len(line) == 1 and f"of {voiced.sum()} voiced frames" in line[0] and "--out-of-range" in line[0], err
-    rc, err = run_cli(capsys, "song.wav", "--seed", "0", "--out", "k0.wav")
+    rc, err = run_cli(capsys, "high.wav", "--key", "0", "--seed", "0", "--out", "k0.wav")
     assert rc == 0 and "f0 range" not in err, err
 
 
@@ -192,17 +192,19 @@ def test_auto_key_never_pushes_a_song_out_of_range():
 # --- item 7: an --f0-in curve shorter than the song ----------------------------------------------
 
 def test_a_short_f0_curve_is_refused_unless_padding_is_asked_for(work, capsys):
-    rows = "\n".join(f"{t:.3f},220" for t in np.arange(0, 1.0, 0.01))
+    wav, _ = synth_voice(2.5, SR, f0=[(0.8, 220.0), (0.7, 0.0), (0.8, 330.0), (0.2, 0.0)], seed=9)
+    sf.write(work / "two.wav", wav, SR)
+    rows = "\n".join(f"{t:.3f},220" for t in np.arange(0, 0.5, 0.01))  # the first half second only
     (work / "short.csv").write_text("time_s,f0_hz\n" + rows + "\n", encoding="utf-8")
-    _one_error_line(*run_cli(capsys, "song.wav", "--f0-in", "short.csv", "--seed", "0"),
-                    "short.csv", "covers 0.00-0.99 s", "--f0-pad")
+    _one_error_line(*run_cli(capsys, "two.wav", "--f0-in", "short.csv", "--seed", "0"),
+                    "short.csv", "covers 0.00-0.49 s", "--f0-pad")
     _no_output(work)
-    rc, err = run_cli(capsys, "song.wav", "--f0-in", "short.csv", "--f0-pad", "--seed", "0", "--out", "p.wav")
+    rc, err = run_cli(capsys, "two.wav", "--f0-in", "short.csv", "--f0-pad", "--seed", "0", "--out", "p.wav")
     assert rc == 0, err
     # a curve written by --f0-out covers the song and is taken as it is
-    rc, err = run_cli(capsys, "song.wav", "--f0-out", "full.csv", "--seed", "0", "--out", "a.wav")
+    rc, err = run_cli(capsys, "two.wav", "--f0-out", "full.csv", "--seed", "0", "--out", "a.wav")
     assert rc == 0, err
-    rc, err = run_cli(capsys, "song.wav", "--f0-in", "full.csv", "--seed", "0", "--out", "b.wav")
+    rc, err = run_cli(capsys, "two.wav", "--f0-in", "full.csv", "--seed", "0", "--out", "b.wav")
     assert rc == 0, err
 
 
