@@ -15,3 +15,8 @@ class CheckpointError(DiffSvcError):
 
 class AudioError(DiffSvcError):
     """An audio file cannot be used (unreadable, empty, silent, NaN...)."""
+
+
+class WriteError(DiffSvcError):
+    """A file or folder cannot be written (full disk, read-only folder, permissions...); the
+    message names the path and the system's reason. Raised by diffsvc.fileio only."""
