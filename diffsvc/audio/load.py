@@ -84,6 +84,120 @@ def _check_path(path: Path) -> None:
         raise AudioError(f"{path}: is a folder, expected an audio file")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: file is empty (0 bytes); export the audio again")
+    check_header_length(path)
+
+
+# --- truncated files: the length the file declares against what it holds
+#
+# libsndfile reads what is there: a WAV whose header declares 7.5 s over 3.75 s of data decodes
+# to 3.75 s without a word (it only logs "data : N (should be M)"), and a FLAC cut at a frame
+# boundary decodes fewer frames than its STREAMINFO declares. Both are a copy or export cut
+# short, so both are refused: containers with a data-chunk size (RIFF/RIFX WAV, RF64, AIFF/AIFC)
+# are checked from their header before decoding; formats whose header gives an exact frame count
+# (everything libsndfile decodes except MP3, whose count may be an estimate) are checked again
+# after decoding, against the frames that came out.
+
+_UNKNOWN_SIZES = (0, 0xFFFFFFFF)  # streaming writers that never went back to fill the size in
+_MAX_CHUNKS = 4096
+
+
+def declared_and_present_bytes(path: Path) -> tuple[int, int] | None:
+    """(data bytes the header declares, data bytes the file holds) for WAV/RF64/AIFF, else None.
+
+    None too when the header leaves the size open (0 or 0xFFFFFFFF: a recorder that never
+    finalised the file, which libsndfile reads to the end of the file)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12:
+                return None
+            kind, form = head[:4], head[8:12]
+            if kind in (b"RIFF", b"RIFX", b"RF64") and form == b"WAVE":
+                order = "big" if kind == b"RIFX" else "little"
+            elif kind == b"FORM" and form in (b"AIFF", b"AIFC"):
+                order = "big"
+            else:
+                return None
+            offset, ds64_data = 12, None
+            for _ in range(_MAX_CHUNKS):
+                f.seek(offset)
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return None
+                cid, csize = chunk[:4], int.from_bytes(chunk[4:], order)
+                if cid == b"ds64":
+                    body = f.read(16)
+                    if len(body) == 16:
+                        ds64_data = int.from_bytes(body[8:16], "little")
+                elif cid == b"data" and kind != b"FORM":
+                    if kind == b"RF64" and csize == 0xFFFFFFFF and ds64_data is not None:
+                        csize = ds64_data
+                    elif csize in _UNKNOWN_SIZES:
+                        return None
+                    return csize, size - (offset + 8)
+                elif cid == b"SSND" and kind == b"FORM":
+                    if csize in _UNKNOWN_SIZES:
+                        return None
+                    return csize, size - (offset + 8)
+                offset += 8 + csize + (csize & 1)  # chunks are padded to an even size
+                if offset >= size:
+                    return None
+    except OSError:
+        return None
+    return None
+
+
+def _truncated(path: Path, declared: str, present: str) -> AudioError:
+    return AudioError(f"{path}: truncated: its header declares {declared} of audio but the file holds "
+                      f"only {present} (a copy or export cut short); copy or export it again")
+
+
+def _seconds(frames: float, sample_rate: int) -> str:
+    return f"{frames / sample_rate:.2f} s" if sample_rate > 0 else f"{frames:.0f} frames"
+
+
+def check_header_length(path: Path) -> None:
+    """AudioError when a WAV/RF64/AIFF data chunk declares more bytes than the file holds."""
+    sizes = declared_and_present_bytes(path)
+    if sizes is None or sizes[0] <= sizes[1]:
+        return
+    declared, present = sizes
+    try:
+        import soundfile as sf
+
+        info = sf.info(str(path))  # libsndfile's frame count is what is present
+        rate, frames = int(info.samplerate), int(info.frames)
+        raise _truncated(path, _seconds(frames * declared / max(present, 1), rate), _seconds(frames, rate))
+    except AudioError:
+        raise
+    except Exception:  # noqa: BLE001 - unreadable anyway; say what is known
+        raise _truncated(path, f"{declared} bytes", f"{max(present, 0)} bytes") from None
+
+
+@dataclass(frozen=True)
+class _Declared:
+    format: str
+    frames: int
+    samplerate: int
+
+
+def _exact_frame_count(info) -> bool:
+    return info.format not in ("MPEG", "MP3") and info.frames > 0
+
+
+def check_decoded_length(path: Path, info, decoded_frames: int) -> None:
+    """AudioError when fewer frames decoded than the header declares (FLAC cut short...)."""
+    if _exact_frame_count(info) and decoded_frames < info.frames:
+        raise _truncated(path, _seconds(info.frames, info.samplerate), _seconds(decoded_frames, info.samplerate))
+
+
+def _broken(path: Path, info, decoded_frames: int, e: BaseException) -> AudioError:
+    """Decoding failed part-way through a file whose header was fine."""
+    declared = _seconds(info.frames, info.samplerate) if _exact_frame_count(info) else "?"
+    where = (f"decoding failed after {_seconds(decoded_frames, info.samplerate)} of the {declared} its header declares"
+             if decoded_frames else f"the {declared} of audio its header declares do not decode")
+    return AudioError(f"{path}: damaged or cut short: {where} ({_first_line(e)}); copy or export it again")
 
 
 def _first_line(e: BaseException) -> str:
@@ -101,9 +215,8 @@ def _decode(path: Path) -> tuple[np.ndarray, int]:
     import soundfile as sf
 
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-        return data, int(sr)
-    except Exception as sf_error:  # noqa: BLE001 - any decoder failure gets the fallback, then one line
+        f = sf.SoundFile(str(path))
+    except Exception as sf_error:  # noqa: BLE001 - not for soundfile: the fallback decoder, then one line
         try:
             import warnings
 
@@ -116,6 +229,15 @@ def _decode(path: Path) -> tuple[np.ndarray, int]:
             return np.ascontiguousarray(data), int(sr)
         except Exception:  # noqa: BLE001
             raise _unreadable(path, sf_error) from None
+    with f:
+        info = _Declared(f.format, f.frames, f.samplerate)
+        try:
+            data = f.read(dtype="float32", always_2d=True)
+        except Exception as e:  # noqa: BLE001 - the header was fine, the data is not
+            raise _broken(path, info, 0, e) from None
+        sr = f.samplerate
+    check_decoded_length(path, info, data.shape[0])
+    return data, int(sr)
 
 
 def _to_mono(data: np.ndarray) -> np.ndarray:
@@ -163,22 +285,44 @@ def probe_audio(path: str | os.PathLike, block_seconds: float = 10.0) -> AudioIn
     _check_path(path)
     try:
         info = sf.info(str(path))
-        peak, clipped, total = 0.0, 0, 0
-        block = max(1, int(block_seconds * info.samplerate))
+    except Exception:  # noqa: BLE001 - not for soundfile: the fallback decoder reads it whole
+        data, sr = _decode(path)
+        if not np.all(np.isfinite(data)):
+            raise AudioError(f"{path}: contains NaN or infinite samples; re-export it as 16/24-bit PCM") from None
+        return AudioInfo(path, data.shape[0] / sr, sr, data.shape[1], data.shape[0], "unknown", "unknown",
+                         float(np.max(np.abs(data))) if data.size else 0.0, clipped_fraction(data))
+    peak, clipped, total = 0.0, 0, 0
+    block = max(1, int(block_seconds * info.samplerate))
+    try:
         for chunk in sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True):
             if chunk.size:
+                if not np.all(np.isfinite(chunk)):
+                    raise AudioError(f"{path}: contains NaN or infinite samples; re-export it as 16/24-bit PCM")
                 peak = max(peak, float(np.max(np.abs(chunk))))
                 clipped += int(np.count_nonzero(np.abs(chunk) >= CLIP_LEVEL))
                 total += chunk.size
-        frames = total // max(info.channels, 1)
-        return AudioInfo(path, frames / info.samplerate, int(info.samplerate), int(info.channels), frames,
-                         info.format, info.subtype, peak, clipped / total if total else 0.0)
     except AudioError:
         raise
-    except Exception:  # noqa: BLE001 - fall back to a full decode for formats soundfile cannot stream
-        data, sr = _decode(path)
-        return AudioInfo(path, data.shape[0] / sr, sr, data.shape[1], data.shape[0], "unknown", "unknown",
-                         float(np.max(np.abs(data))) if data.size else 0.0, clipped_fraction(data))
+    except Exception as e:  # noqa: BLE001
+        raise _broken(path, info, total // max(info.channels, 1), e) from None
+    frames = total // max(info.channels, 1)
+    check_decoded_length(path, info, frames)
+    return AudioInfo(path, frames / info.samplerate, int(info.samplerate), int(info.channels), frames,
+                     info.format, info.subtype, peak, clipped / total if total else 0.0)
+
+
+def check_audio(path: str | os.PathLike, min_duration_s: float = 0.1) -> AudioInfo:
+    """Decode the whole file once without keeping it (memory flat) and refuse it with one
+    AudioError if anything is wrong: missing, empty, unreadable, truncated (header against bytes
+    present, and against frames decoded), NaN/infinite samples, no samples, shorter than
+    `min_duration_s`. What `diffsvc infer` runs on every input before any model loads."""
+    info = probe_audio(path)
+    if info.frames == 0:
+        raise AudioError(f"{info.path}: holds no audio samples (0 frames); export the audio again")
+    if info.duration < min_duration_s:
+        raise AudioError(f"{info.path}: too short ({info.duration:.3f} s, need at least {min_duration_s:g} s); "
+                         "use a longer recording")
+    return info
 
 
 def iter_audio_blocks(path: str | os.PathLike, block_seconds: float = 30.0,
@@ -205,11 +349,13 @@ def iter_audio_blocks(path: str | os.PathLike, block_seconds: float = 30.0,
         stream = soxr.ResampleStream(sr, target_sr, 1, dtype="float32", quality=RESAMPLE_QUALITY)
     block = max(1, int(block_seconds * sr))
     any_samples = False
+    decoded = 0
     try:
         for chunk in sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True):
             if not chunk.size:
                 continue
             any_samples = True
+            decoded += chunk.shape[0]
             if not np.all(np.isfinite(chunk)):
                 raise AudioError(f"{path}: contains NaN or infinite samples; re-export it as 16/24-bit PCM")
             mono = _to_mono(chunk)
@@ -219,9 +365,10 @@ def iter_audio_blocks(path: str | os.PathLike, block_seconds: float = 30.0,
     except AudioError:
         raise
     except Exception as e:  # noqa: BLE001
-        raise _unreadable(path, e) from None
+        raise _broken(path, info, decoded, e) from None
     if not any_samples:
         raise AudioError(f"{path}: holds no audio samples (0 frames); export the audio again")
+    check_decoded_length(path, info, decoded)
     if stream is not None:
         tail = stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
         if tail.size:
