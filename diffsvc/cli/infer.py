@@ -1,7 +1,12 @@
 """`diffsvc infer song.wav --steps 30000`: convert songs with a trained project.
 
-Everything that can be checked cheaply (inputs exist, checkpoint chosen, output names free and
-writable) is checked before any model loads, so a mistake costs one line and no partial output.
+Everything that can be checked before the work is checked before any model loads, so a mistake
+costs one line and no partial output: the checkpoint is chosen, the output folder is written to
+(a real test: read-only, full), and every input is decoded once (unreadable, truncated, NaN, too
+short, two inputs that would write one output). With several inputs (a folder) all bad ones are
+listed at once, the good ones are converted, and the exit code is non-zero when any input was
+not converted; outputs that already exist are left alone and named (`--overwrite` redoes them),
+so a rerun converts what is missing. A single named song whose output exists is refused instead.
 """
 
 from __future__ import annotations
@@ -62,6 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def collect_inputs(paths: list[str]) -> list[Path]:
+    """The songs named and found in the folders named (hidden files skipped). A missing file
+    among several is kept: the input check names it with the other bad ones."""
     songs: list[Path] = []
     for text in paths:
         path = Path(text)
@@ -71,15 +78,18 @@ def collect_inputs(paths: list[str]) -> list[Path]:
             if not found:
                 raise DiffSvcError(f"{path}: no audio files in this folder ({', '.join(sorted(AUDIO_SUFFIXES))})")
             songs.extend(found)
-        elif not path.exists():
+        elif not path.exists() and len(paths) == 1:
             raise DiffSvcError(f"{path}: audio file not found; check the path")
         else:
             songs.append(path)
     return songs
 
 
-def output_paths(songs: list[Path], out: str | None, fmt: str, tag: str) -> list[Path]:
-    """One output per song: --out as the file (one song) or folder (several), else output/."""
+def output_paths(songs: list[Path], out: str | None, fmt: str, tag: str) -> tuple[list[Path], dict[Path, str]]:
+    """One output per song: --out as the file (one song) or folder (several), else output/.
+
+    Also returns, per song, why it cannot be converted when two or more inputs would write the
+    same output (take.wav and take.flac in one folder, or the same name in two folders)."""
     def name(song: Path) -> str:
         return f"{song.stem}_{tag}.{fmt}"
 
@@ -90,11 +100,20 @@ def output_paths(songs: list[Path], out: str | None, fmt: str, tag: str) -> list
         paths = [path if path.suffix.lower() in (".wav", ".flac") else path.with_name(path.name + f".{fmt}")]
     else:
         paths = [Path(out) / name(s) for s in songs]
-    if len(set(paths)) != len(paths):
-        dup = next(p for p in paths if paths.count(p) > 1)
-        raise DiffSvcError(f"{dup}: two inputs would write the same output (same file name in different folders); "
-                           "convert them separately with --out")
-    return paths
+    by_output: dict[Path, list[Path]] = {}
+    for song, path in zip(songs, paths):
+        by_output.setdefault(path, []).append(song)
+    clashes: dict[Path, str] = {}
+    for path, group in by_output.items():
+        if len(group) > 1:
+            names = " and ".join(str(s) for s in group)
+            other = group[-1]
+            example = other.with_name(f"{other.stem}-{other.suffix.lstrip('.').lower()}{other.suffix}")
+            for song in group:
+                clashes[song] = (f"{song}: {names} would write the same output {path}; rename one of them "
+                                 f"(e.g. {other} to {example.name}) or convert it on its own with "
+                                 "--out FILE")
+    return paths, clashes
 
 
 def pick_device(name: str):
@@ -112,6 +131,7 @@ def pick_device(name: str):
 
 
 def run(args: argparse.Namespace) -> int:
+    from diffsvc.audio.load import check_audio
     from diffsvc.inference.keyshift import auto_key_choice, parse_key, read_singer_median_hz
     from diffsvc.inference.output import check_output
     from diffsvc.inference.project import choose_checkpoint
@@ -131,20 +151,84 @@ def run(args: argparse.Namespace) -> int:
     args.f0_curve = load_f0_csv(args.f0_in) if args.f0_in else None  # a bad file: one line before any model loads
     choice = choose_checkpoint(args.models_dir, args.project, args.steps, args.ckpt)
     tag = f"{choice.project}_steps_{choice.step}" if choice.step >= 0 else f"{choice.project}_{choice.path.stem}"
-    outputs = output_paths(songs, args.out, args.format, tag)
-    for path in outputs:
-        check_output(path, args.overwrite)
+    outputs, problems = output_paths(songs, args.out, args.format, tag)
+    if len(songs) == 1 and not Path(args.inputs[0]).is_dir():  # one named song: its output is what was asked
+        check_output(outputs[0], args.overwrite)
+        check_audio(songs[0])  # AudioError: one line
+        pairs = list(zip(songs, outputs))
+    else:
+        pairs = _plan_several(args, songs, outputs, problems)
+        if not pairs:
+            return _report_failures(problems, len(songs), converted=0)
     singer_median = read_singer_median_hz(choice.path.parent) if key == "auto" else None
 
     device = pick_device(args.device)
-    return _convert_all(args, songs, outputs, choice, device, key, singer_median, auto_key_choice)
+    rc = _convert_all(args, [s for s, _ in pairs], [o for _, o in pairs], choice, device, key, singer_median,
+                      auto_key_choice, problems)
+    return _report_failures(problems, len(songs), converted=sum(s not in problems for s, _ in pairs)) if problems else rc
 
 
-def _convert_all(args, songs, outputs, choice, device, key, singer_median, auto_key) -> int:
+def _check_inputs(songs: list[Path], problems: dict[Path, str]) -> None:
+    """Decode every song once (memory flat) and add what is wrong with each to `problems`."""
+    from diffsvc.audio.load import check_audio
+    from diffsvc.errors import AudioError
+
+    for song in songs:
+        if song in problems:
+            continue
+        try:
+            check_audio(song)
+        except AudioError as e:
+            problems[song] = str(e)
+
+
+def _plan_several(args, songs: list[Path], outputs: list[Path], problems: dict[Path, str]) -> list[tuple[Path, Path]]:
+    """Several inputs: the output folders must be writable (else one error line before any work);
+    existing outputs are left alone and named; every other input is checked, the bad ones listed."""
+    from diffsvc.inference.output import check_writable_folder
+
+    for folder in dict.fromkeys(o.parent for o in outputs):
+        check_writable_folder(folder)
+    todo, left = [], []
+    for song, out in zip(songs, outputs):
+        if song in problems:
+            continue
+        if out.is_dir():
+            problems[song] = f"{song}: its output {out} is a folder; move it away or choose --out elsewhere"
+        elif out.exists() and not args.overwrite:
+            left.append(out)
+        else:
+            todo.append((song, out))
+    for out in left:
+        print(f"{out}: exists, left alone (--overwrite redoes it)", file=sys.stderr)
+    _check_inputs([s for s, _ in todo], problems)
+    for song in songs:
+        if song in problems:
+            print(f"diffsvc infer: error: {problems[song]}", file=sys.stderr)
+    todo = [(s, o) for s, o in todo if s not in problems]
+    if not todo and not problems:
+        print(f"nothing to convert: all {len(left)} output(s) exist (--overwrite redoes them)", file=sys.stderr)
+    elif problems and todo:
+        print(f"converting the other {len(todo)} input(s)", file=sys.stderr)
+    return todo
+
+
+def _report_failures(problems: dict[Path, str], total: int, converted: int) -> int:
+    """The last line: how many inputs were not converted (each was named above); non-zero exit."""
+    if not problems:
+        return 0
+    names = ", ".join(str(s) for s in list(problems)[:8]) + (f" and {len(problems) - 8} more" if len(problems) > 8 else "")
+    raise DiffSvcError(f"{len(problems)} of {total} input(s) not converted ({names}; see above), "
+                       f"{converted} converted")
+
+
+def _convert_all(args, songs, outputs, choice, device, key, singer_median, auto_key,
+                 problems: dict | None = None) -> int:
     import numpy as np
     import torch
 
     from diffsvc.audio.spool import spool_audio
+    from diffsvc.errors import AudioError
     from diffsvc.inference.components import load_content_encoder_for, load_vocoder_for
     from diffsvc.inference.f0_io import write_f0_csv
     from diffsvc.inference.output import audio_writer
@@ -176,9 +260,16 @@ def _convert_all(args, songs, outputs, choice, device, key, singer_median, auto_
     standin = [n for n, part in (("content encoder", encoder), ("vocoder", vocoder)) if part.is_standin]
     total_audio = 0.0
     for song, out in zip(songs, outputs):
-        with converter.timer("load"):
-            # decoded once to a temporary file and read back by the stretch: memory stays flat
-            wav = spool_audio(song, sr)
+        try:
+            with converter.timer("load"):
+                # decoded once to a temporary file and read back by the stretch: memory stays flat
+                wav = spool_audio(song, sr)
+        except AudioError as e:  # changed since the check: name it, go on with the others
+            if problems is None or len(songs) == 1:
+                raise
+            problems[song] = str(e)
+            print(f"diffsvc infer: error: {e}", file=sys.stderr)
+            continue
         with wav:
             total_audio += len(wav) / sr
             curve = getattr(args, "f0_curve", None)

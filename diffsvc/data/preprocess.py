@@ -7,9 +7,11 @@ Three phases (the format is described in `diffsvc.data.prepared`):
    as in infer: `audio.slicer.SongLevel`), slice at silences block by block (`stream_slice`), and
    write each piece's audio and mel. A summary follows: total duration, sample-rate mix,
    clipped/quiet/silent files, files that failed, duration after slicing and what was dropped and
-   why. Per source a small record (`sources/<hash>.json`: size, mtime, settings, pieces with their
-   audio hashes) is written last; a rerun whose record still matches skips decoding that file
-   altogether.
+   why. Per source a small record (`sources/<hash>.json`: size, BLAKE2b hash of the
+   file's bytes, settings, pieces with their audio hashes) is written last; a rerun skips decoding
+   a file only when its size and content hash and every setting still match the record (a file
+   replaced by other audio of the same size, time stamp kept, is redone). Hashing reads every
+   source once per run (BLAKE2b runs at several hundred MB/s).
 2. Work (slow): f0 and content units of every piece, each cached under a key that hashes the
    piece's audio and every setting that changes the result, so any rerun computes only what is
    missing (changing the f0 method redoes f0 and nothing else) and an interrupted run resumes.
@@ -52,10 +54,10 @@ from diffsvc.data.report import DatasetCheck, SourceFacts, duration, format_chec
 from diffsvc.data.scan import relative_name, scan_audio
 from diffsvc.data.stream_slice import SliceSettings, StreamDrop, stream_slices
 from diffsvc.errors import AudioError, DiffSvcError
-from diffsvc.fileio import atomic_write_text
+from diffsvc.fileio import atomic_write_text, check_writable
 
 SAMPLE_RATE = 44100
-RECORD_VERSION = 2  # 2: silence relative to the file's level (audio.slicer.SongLevel); bump when slicing/decoding changes in a way the settings do not show
+RECORD_VERSION = 3  # 2: silence relative to the file's level (audio.slicer.SongLevel); 3: the source key is size + BLAKE2b of its bytes; bump when slicing/decoding changes in a way the settings do not show
 HEADROOM = 10 ** (-1 / 20)  # files over full scale are scaled so their peak sits at -1 dBFS
 CONTENT_CHOICES = ("hubert-soft", "contentvec", "stand-in")
 
@@ -154,16 +156,26 @@ def _mel_extractor(mel: dict):
                         mel["fmin"], mel["fmax"])
 
 
+def file_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """"blake2b:" + the hex BLAKE2b (32-byte digest) of the file's bytes: the source cache key."""
+    h = hashlib.blake2b(digest_size=32)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return "blake2b:" + h.hexdigest()
+
+
 def cached_record(job: SourceJob) -> dict | None:
-    """The record of a previous run, if the file and every setting are unchanged and its files exist."""
+    """The record of a previous run, if the file's size and content hash and every setting are
+    unchanged and its files exist (the modification time is not trusted)."""
     try:
         record = json.loads(job.record_path.read_text(encoding="utf-8"))
-        stat = os.stat(job.path)
+        size = os.stat(job.path).st_size
+        if (record.get("version") != RECORD_VERSION or record.get("source") != job.source
+                or record.get("size") != size or record.get("settings") != settings_hash(job.settings)
+                or record.get("content") != file_hash(job.path)):
+            return None
     except (OSError, ValueError):
-        return None
-    if (record.get("version") != RECORD_VERSION or record.get("source") != job.source
-            or record.get("size") != stat.st_size or record.get("mtime_ns") != stat.st_mtime_ns
-            or record.get("settings") != settings_hash(job.settings)):
         return None
     root = Path(job.root)
     for p in record["pieces"]:
@@ -177,7 +189,7 @@ def prepare_source(job: SourceJob) -> dict:
     Raises AudioError for files that cannot be read."""
     from diffsvc.audio.load import iter_audio_blocks, load_audio, probe_audio
 
-    stat = os.stat(job.path)
+    size, content = os.stat(job.path).st_size, file_hash(job.path)  # before decoding: a later change redoes it
     info = probe_audio(job.path)
     gain = HEADROOM / info.peak if info.peak > 1.0 else 1.0
 
@@ -209,7 +221,7 @@ def prepare_source(job: SourceJob) -> dict:
         pieces.append({"id": pid, "start": item.start, "end": item.end, "frames": int(len(spectrogram)),
                        "audio_hash": content_hash(item.audio)})
     record = {
-        "version": RECORD_VERSION, "source": job.source, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+        "version": RECORD_VERSION, "source": job.source, "size": size, "content": content,
         "settings": settings_hash(job.settings), "duration": info.duration, "sample_rate": info.sample_rate,
         "channels": info.channels, "peak": info.peak, "clipped": info.clipped_fraction, "gain": gain,
         "pieces": pieces, "dropped": dropped, "level": dataclasses.asdict(level),
@@ -223,6 +235,8 @@ def _run_job(job: SourceJob) -> tuple[dict | None, str | None]:
         return prepare_source(job), None
     except AudioError as e:
         return None, str(e)
+    except OSError as e:  # reading the source (writes raise WriteError, which stops the run)
+        return None, f"{job.path}: cannot be read ({e.strerror or e})"
 
 
 def _worker_init() -> None:
@@ -296,6 +310,7 @@ def preprocess(raw_dir: str | os.PathLike, config, options: PreprocessOptions | 
         raise DiffSvcError(f"audio_sample_rate {config.audio_sample_rate}: preprocess prepares 44100 Hz data "
                            "(the NSF-HiFiGAN setup); use a 44.1 kHz config")
     root = prepared_dir(raw)
+    check_writable(root)  # a read-only folder or a full disk: one line before any work
     method = options.f0_method or config.f0_extractor
     choice = options.content or ("contentvec" if config.use_vec else config.content_encoder)
     if choice not in CONTENT_CHOICES:
