@@ -62,6 +62,8 @@ def write_error(path: str | os.PathLike, e: BaseException, what: str = "cannot w
         hint = "free space on that disk or write somewhere else"
     elif code in _READ_ONLY:
         hint = "the folder is read-only for you; choose another folder"
+    elif code in (errno.ENOTDIR, errno.EEXIST):
+        hint = "a file stands where a folder should be; move it or choose another folder"
     else:
         hint = "check the disk and the folder"
     return WriteError(f"{path}: {what} ({reason(e)}); {hint}")
@@ -97,8 +99,6 @@ def make_dirs(folder: str | os.PathLike) -> Path:
     folder = Path(folder)
     try:
         _mkdir(folder)
-    except FileExistsError as e:  # a file where a folder should be
-        raise write_error(folder, e, "cannot create the folder, a file has its name") from None
     except OSError as e:
         raise write_error(folder, e, "cannot create the folder") from None
     return folder
