@@ -457,3 +457,19 @@ def test_a_source_replaced_by_other_audio_of_the_same_size_and_time_is_redone(tm
     np.testing.assert_allclose(data.load_audio(piece), second[piece.start:piece.end], atol=1e-4)
     assert hashes  # the first run made pieces too
     assert run().sources_cached == 1  # unchanged now: not redone
+
+
+def test_a_full_temporary_folder_while_spooling_is_one_line_and_is_cleaned(tmp_path, monkeypatch):
+    from diffsvc.audio.spool import spool_audio
+
+    path = song(tmp_path / "song.wav")
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(fileio, "_write_some", full)
+    with pytest.raises(AudioError, match="temporary folder .*No space left on device.*TMPDIR"):
+        spool_audio(path, SR, temp_dir=spool_dir)
+    assert not any(spool_dir.iterdir())

@@ -20,6 +20,7 @@ import numpy as np
 
 from diffsvc.audio.load import _amp_to_db, iter_audio_blocks, load_audio
 from diffsvc.errors import AudioError
+from diffsvc.fileio import Sink
 
 BYTES_PER_SAMPLE = 4  # float32
 
@@ -82,14 +83,21 @@ def spool_audio(path: str | os.PathLike, sample_rate: int = 44100, *, block_seco
     try:
         raw = Path(folder.name) / "song.f32"
         total, peak = 0, 0.0
+        out = None
         try:
-            with open(raw, "wb") as out:
+            raw.touch()
+            out = Sink(raw)  # writes through diffsvc.fileio like every other file
+            try:
                 for block in _blocks(path, sample_rate, block_seconds):
                     out.write(np.ascontiguousarray(block, dtype=np.float32).tobytes())
                     total += len(block)
                     if block.size:
                         peak = max(peak, float(np.max(np.abs(block))))
-        except OSError as e:  # the temporary folder, not the song (decoding errors are AudioErrors)
+            finally:
+                out.close()
+        except OSError as e:
+            if out is not None and out.error is None:  # reading the song, not writing the spool
+                raise AudioError(f"{path}: cannot be read ({e.strerror or e})") from None
             raise AudioError(_no_room(path, where, e)) from None
         if total < min_duration_s * sample_rate:
             raise AudioError(f"{path}: too short ({total / sample_rate:.3f} s, need at least {min_duration_s:g} s); "
