@@ -140,6 +140,7 @@ class Sink:
 
     def __init__(self, path: Path, quiet: bool = False):
         self.path = path
+        self.name = str(path)  # like a file object's name
         self.quiet = quiet
         self.error: OSError | None = None
         self._fd: int | None = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
