@@ -12,6 +12,7 @@ so a rerun converts what is missing. A single named song whose output exists is 
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -82,7 +83,10 @@ def collect_inputs(paths: list[str]) -> list[Path]:
             raise DiffSvcError(f"{path}: audio file not found; check the path")
         else:
             songs.append(path)
-    return songs
+    unique: dict[str, Path] = {}
+    for song in songs:  # a song named twice (songs/ and songs/a.wav) is converted once
+        unique.setdefault(os.path.abspath(song), song)
+    return list(unique.values())
 
 
 def output_paths(songs: list[Path], out: str | None, fmt: str, tag: str) -> tuple[list[Path], dict[Path, str]]:
@@ -205,6 +209,9 @@ def _plan_several(args, songs: list[Path], outputs: list[Path], problems: dict[P
     for song in songs:
         if song in problems:
             print(f"diffsvc infer: error: {problems[song]}", file=sys.stderr)
+    ordered = {song: problems[song] for song in songs if song in problems}  # listed in input order
+    problems.clear()
+    problems.update(ordered)
     todo = [(s, o) for s, o in todo if s not in problems]
     if not todo and not problems:
         print(f"nothing to convert: all {len(left)} output(s) exist (--overwrite redoes them)", file=sys.stderr)
