@@ -66,7 +66,7 @@ def write_error(path: str | os.PathLike, e: BaseException, what: str = "cannot w
         hint = "a file stands where a folder should be; move it or choose another folder"
     else:
         hint = "check the disk and the folder"
-    return WriteError(f"{path}: {what} ({reason(e)}); {hint}")
+    return WriteError(f"{path}: {what} ({reason(e)}); {hint}", code, reason(e), str(path))
 
 
 def _is_write_failure(e: BaseException) -> bool:

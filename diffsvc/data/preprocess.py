@@ -53,7 +53,7 @@ from diffsvc.data.prepared import (Manifest, Piece, content_hash, dataset_stats,
 from diffsvc.data.report import DatasetCheck, SourceFacts, duration, format_check, format_table
 from diffsvc.data.scan import relative_name, scan_audio
 from diffsvc.data.stream_slice import SliceSettings, StreamDrop, stream_slices
-from diffsvc.errors import AudioError, DiffSvcError
+from diffsvc.errors import AudioError, DiffSvcError, WriteError
 from diffsvc.fileio import atomic_write_text, check_writable
 
 SAMPLE_RATE = 44100
@@ -235,7 +235,9 @@ def _run_job(job: SourceJob) -> tuple[dict | None, str | None]:
         return prepare_source(job), None
     except AudioError as e:
         return None, str(e)
-    except OSError as e:  # reading the source (writes raise WriteError, which stops the run)
+    except WriteError:  # the prepared folder (a full disk): stops the run with one line
+        raise
+    except OSError as e:  # reading the source
         return None, f"{job.path}: cannot be read ({e.strerror or e})"
 
 
