@@ -18,6 +18,7 @@ COMMANDS = {
     "infer": ("diffsvc.cli.infer", "convert songs with a trained project"),
     "models": ("diffsvc.cli.models", "list the pretrained weights in models/ and check that they load"),
     "ui": ("diffsvc.cli.ui", "the whole workflow in a local web page (needs the ui extra: pip install diffsvc[ui])"),
+    "eval": ("diffsvc.cli.eval", "score checkpoints: reconstruction, pitch, speaker, content, speed"),
     "demo": ("diffsvc.cli.demo", "the whole pipeline offline on a generated corpus (no downloads)"),
 }
 
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 ONEDNN_CACHE_CAPACITY = "256"
 
 
-CAPPED_KERNEL_CACHE = ("preprocess", "infer")
+CAPPED_KERNEL_CACHE = ("preprocess", "infer", "eval")
 
 
 def limit_cpu_kernel_cache() -> None:

@@ -1,0 +1,94 @@
+"""`diffsvc eval --project NAME [--steps N ... | --all-steps] [--data DIR] [SONG ...]`: how good is
+a checkpoint, and which one to keep.
+
+Prints one row per checkpoint and writes eval.json, eval.csv (and with several checkpoints
+eval.png) into the project folder. Inputs are checked (project, steps, data, songs decoded)
+before any model loads, with the same one-line errors as infer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from diffsvc.errors import DiffSvcError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("songs", nargs="*", metavar="SONG", help="songs (files or folders) to convert and score (optional)")
+    g = p.add_argument_group("model")
+    g.add_argument("--project", help="project folder name under --models-dir (optional when there is only one)")
+    steps = g.add_mutually_exclusive_group()
+    steps.add_argument("--steps", type=int, nargs="+", metavar="N", help="checkpoints of these steps (default: newest)")
+    steps.add_argument("--all-steps", action="store_true", help="every checkpoint of the project")
+    g.add_argument("--models-dir", default="models", help="where projects live (default: models)")
+    g.add_argument("--trust-checkpoint", action="store_true", help="load checkpoints that need code to unpickle")
+    g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    g = p.add_argument_group("data")
+    g.add_argument("--data", type=Path, help="prepared data of the singer (raw folder or its .diffsvc); its "
+                                             "validation pieces are reconstructed (default: raw, as train)")
+    g.add_argument("--max-pieces", type=int, default=8, help="validation pieces reconstructed (default 8)")
+    g = p.add_argument_group("conversion")
+    g.add_argument("--key", type=float, default=0.0, help="transpose songs by semitones (default 0)")
+    g.add_argument("--sampler", choices=("plms", "ddim", "dpm-solver++", "ddpm"), help="default: the project's")
+    g.add_argument("--sampling-steps", type=int, help="denoiser steps (default: the project's sampling_steps)")
+    g.add_argument("--seed", type=int, default=0, help="start noise seed, the same for every checkpoint (default 0)")
+
+
+def choose_checkpoints(models_dir: str, project: str | None, steps: list[int] | None, all_steps: bool) -> list:
+    from diffsvc.checkpoint import find_checkpoints
+    from diffsvc.inference.project import CheckpointChoice, choose_checkpoint
+
+    if steps:
+        return [choose_checkpoint(models_dir, project, s) for s in sorted(set(steps))]
+    newest = choose_checkpoint(models_dir, project, None)
+    if not all_steps:
+        return [newest]
+    return [CheckpointChoice(path, newest.project, step)
+            for step, path in sorted(find_checkpoints(newest.path.parent).items())]
+
+
+def load_data(data: Path | None):
+    """(PreparedData or None, why none). An explicit --data must exist; the default raw/ may not."""
+    from diffsvc.data.prepared import MANIFEST, PreparedData, prepared_dir
+
+    if data is not None:
+        return PreparedData.find(data), ""
+    default = Path("raw")
+    if (default / MANIFEST).exists() or (prepared_dir(default) / MANIFEST).exists():
+        return PreparedData.find(default), ""
+    return None, "no prepared data at raw/; pass --data with the singer's prepared folder"
+
+
+def run(args: argparse.Namespace) -> int:
+    from diffsvc.audio.load import load_audio
+    from diffsvc.cli.infer import collect_inputs, pick_device
+    from diffsvc.evaluation.report import format_table, write_report
+    from diffsvc.evaluation.runner import EvalRequest, evaluate
+
+    for flag, value in (("--sampling-steps", args.sampling_steps), ("--max-pieces", args.max_pieces)):
+        if value is not None and value < 1:
+            raise DiffSvcError(f"{flag} must be at least 1, got {value}")
+    choices = choose_checkpoints(args.models_dir, args.project, args.steps, args.all_steps)
+    data, data_note = load_data(args.data)
+    songs = {path: load_audio(path) for path in (collect_inputs(args.songs) if args.songs else [])}
+    if data is None and not songs:
+        raise DiffSvcError(f"nothing to evaluate: {data_note}, or give songs to convert")
+    device = pick_device(args.device)
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    request = EvalRequest(choices, songs=songs, data=data, data_note=data_note, key=args.key, seed=args.seed,
+                          sampler=args.sampler, sampling_steps=args.sampling_steps, max_pieces=args.max_pieces,
+                          allow_unsafe=args.trust_checkpoint, log=log)
+    result = evaluate(request, device)
+    for what in result["unavailable"]:
+        log(f"not computed: {what}")
+    print(format_table(result["rows"], result["best_step"]))
+    if result["best_step"] is not None and len(result["rows"]) > 1:
+        print(f"best checkpoint by reconstruction (lowest MCD): step {result['best_step']}")
+    for path in write_report(result, choices[0].path.parent):
+        log(f"wrote {path}")
+    return 0
