@@ -15,12 +15,25 @@ from pathlib import Path
 from diffsvc.errors import DiffSvcError
 
 
+class StepsThenSongs(argparse.Action):
+    """--steps N [N ...]: whole numbers are steps; anything after them that is not a number is a
+    SONG (so `eval --steps 1000 2000 song.wav` reads as meant, not as a bad step)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        steps = [int(v) for v in values if v.lstrip("-").isdigit()]
+        rest = [v for v in values if not v.lstrip("-").isdigit()]
+        if not steps:
+            parser.error(f"{option_string}: expected at least one step number, got {' '.join(values)}")
+        setattr(namespace, self.dest, (getattr(namespace, self.dest) or []) + steps)
+        namespace.songs_after_steps = getattr(namespace, "songs_after_steps", []) + rest
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("songs", nargs="*", metavar="SONG", help="songs (files or folders) to convert and score (optional)")
     g = p.add_argument_group("model")
     g.add_argument("--project", help="project folder name under --models-dir (optional when there is only one)")
     steps = g.add_mutually_exclusive_group()
-    steps.add_argument("--steps", type=int, nargs="+", metavar="N", help="checkpoints of these steps (default: newest)")
+    steps.add_argument("--steps", nargs="+", action=StepsThenSongs, metavar="N", help="checkpoints of these steps (default: newest)")
     steps.add_argument("--all-steps", action="store_true", help="every checkpoint of the project")
     g.add_argument("--models-dir", default="models", help="where projects live (default: models)")
     g.add_argument("--trust-checkpoint", action="store_true", help="load checkpoints that need code to unpickle")
@@ -72,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
             raise DiffSvcError(f"{flag} must be at least 1, got {value}")
     choices = choose_checkpoints(args.models_dir, args.project, args.steps, args.all_steps)
     data, data_note = load_data(args.data)
-    songs = {path: load_audio(path) for path in (collect_inputs(args.songs) if args.songs else [])}
+    names = list(args.songs) + list(getattr(args, "songs_after_steps", []))
+    songs = {path: load_audio(path) for path in (collect_inputs(names) if names else [])}
     if data is None and not songs:
         raise DiffSvcError(f"nothing to evaluate: {data_note}, or give songs to convert")
     device = pick_device(args.device)
