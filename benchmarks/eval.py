@@ -85,11 +85,46 @@ def main() -> int:
                                "--all-steps", "--device", args.device, "--seed", "0", str(phrase)]))
     eval_seconds = time.perf_counter() - start
     result = json.loads((models / "singer_b" / "eval.json").read_text())
-    write_results(result, notes, eval_seconds, pick_device(args.device), args)
+    hook = measure_validation_hook(models / "singer_b", raw, pick_device(args.device))
+    write_results(result, notes, eval_seconds, hook, pick_device(args.device), args)
     return 0
 
 
-def write_results(result: dict, notes: list[str], eval_seconds: float, device, args) -> None:
+def measure_validation_hook(project: Path, raw: Path, device) -> list[tuple[str, float, dict]]:
+    """What training's validation would pay per validation for reconstruction_figures on the
+    validation pieces: mels only (ddim 4 steps), and with vocoder + re-tracked pitch."""
+    import torch
+
+    from diffsvc.data.prepared import PreparedData
+    from diffsvc.evaluation.pitch_track import retrack_extractor
+    from diffsvc.evaluation.reconstruction import reconstruction_figures
+    from diffsvc.inference.components import load_vocoder_for
+    from diffsvc.inference.project import choose_checkpoint, load_checkpoint
+
+    choice = choose_checkpoint(project.parent, project.name)
+    loaded = load_checkpoint(choice, device)
+    model, config = loaded.model.eval(), loaded.config
+    data = PreparedData.find(raw)
+    pieces = [data.load(p) for p in data.pieces("valid")]
+    vocoder = load_vocoder_for(config, device)
+    retracker, _ = retrack_extractor(config, config.f0_extractor, str(device))
+    out = []
+    for label, kwargs in (("mels only, ddim 4 steps", {}),
+                          ("+ vocoder and re-tracked pitch, ddim 4 steps",
+                           dict(vocoder=vocoder, f0_extractor=retracker, mel_range=(config.mel_vmin, config.mel_vmax))),
+                          ("mels only, ddim 20 steps", dict(sampling_steps=20))):
+        kwargs = {"sampler": "ddim", "sampling_steps": 4, **kwargs}
+        reconstruction_figures(model, pieces[:1], **kwargs)  # warm-up
+        start = time.perf_counter()
+        figures = reconstruction_figures(model, pieces, **kwargs).figures
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        out.append((label, time.perf_counter() - start, figures))
+    seconds = sum(p.seconds for p in data.pieces("valid"))
+    return [(f"{label} ({len(pieces)} pieces, {seconds:.1f} s of audio)", t, f) for label, t, f in out]
+
+
+def write_results(result: dict, notes: list[str], eval_seconds: float, hook, device, args) -> None:
     from diffsvc.evaluation.report import format_table
 
     rows = result["rows"]
@@ -104,7 +139,14 @@ def write_results(result: dict, notes: list[str], eval_seconds: float, device, a
               "```", format_table(rows), "```", "",
               f"Best checkpoint by reconstruction (lowest MCD): step {result['best_step']}.",
               f"Not computed: {', '.join(result['unavailable']) or 'nothing'}.", "",
-              f"The whole eval of {len(rows)} checkpoints took {eval_seconds:.0f} s.", ""]
+              f"The whole eval of {len(rows)} checkpoints took {eval_seconds:.0f} s.", "",
+              "Cost of `reconstruction_figures` (the function for training's validation) on the newest "
+              "checkpoint, all validation pieces, per validation:", "",
+              "| what | seconds | MCD dB | RPA |", "|---|---|---|---|"]
+    lines += [f"| {label} | {t:.2f} | {f['recon_mcd_db']:.2f} | "
+              f"{f['recon_rpa']:.3f} |" if "recon_rpa" in f else f"| {label} | {t:.2f} | {f['recon_mcd_db']:.2f} | - |"
+              for label, t, f in hook]
+    lines += [""]
     RESULTS.mkdir(exist_ok=True)
     from diffsvc.fileio import atomic_write_text
 
