@@ -71,3 +71,17 @@ def test_pitch_figures_with_a_vocoder_and_empty_input(pieces, model):
         empty = reconstruction_figures(model, [], vocoder=GriffinLimVocoder.from_config(config, n_iter=1),
                                        f0_extractor=make_f0_extractor("parselmouth")).figures
     assert all(math.isnan(v) for v in empty.values())
+
+
+def test_validation_figures_for_training(pieces, model):
+    from diffsvc.evaluation.reconstruction import ValidationFigures
+
+    config = tiny_config(f0_extractor="crepe")  # conditioning CREPE: pitch is re-tracked with Praat
+    figures = ValidationFigures(config, "cpu", vocoder=GriffinLimVocoder.from_config(config, n_iter=1),
+                                sampling_steps=2)
+    scalars = figures(model, pieces)
+    assert figures.retracker().name == "parselmouth"
+    assert {"eval/recon_mcd_db", "eval/recon_log_mel_l1", "eval/recon_voicing_recall"} <= set(scalars)
+    assert scalars == figures(model, pieces)  # fixed noise: values compare across validations
+    assert set(ValidationFigures(config, "cpu", sampling_steps=2)(model, pieces)) == \
+        {"eval/recon_mcd_db", "eval/recon_log_mel_l1"}  # without a vocoder: mel figures only

@@ -106,3 +106,49 @@ def reconstruction_figures(model, pieces: Sequence[dict], *, sampler: str = "ddi
         sims = [cosine_similarity(e, speaker_centroid) for e in embeddings]
         figures["recon_speaker_sim"] = float(np.mean(sims)) if sims else float("nan")
     return Reconstruction(figures, fake, audio_out)
+
+
+VALIDATION_SAMPLING_STEPS = 4  # ddim: cheap enough to run at every validation (benchmarks/eval.py)
+
+
+class ValidationFigures:
+    """Reconstruction and pitch figures for training's validation, as TensorBoard scalars.
+
+        figures = ValidationFigures(config, device, vocoder=vocoder)   # once per run
+        logger.scalars(figures(model, pieces), step)                  # {"eval/recon_mcd_db": ..}
+
+    `pieces`: dicts {mel, f0, units} (PreparedData.load of the validation pieces). Samples with
+    DDIM `sampling_steps` (few: cheap), the start noise fixed per piece (`seed`), so values compare
+    across steps. With a vocoder, the output's f0 is re-tracked by an extractor other than
+    config.f0_extractor and the pitch figures are added; an extractor that cannot be made (say,
+    torchfcpe missing and CREPE failing) is reported once through `log` and pitch is left out."""
+
+    def __init__(self, config, device, *, vocoder=None, sampler: str = "ddim",
+                 sampling_steps: int = VALIDATION_SAMPLING_STEPS, seed: int = 0, max_frames: int | None = None,
+                 log=print):
+        self.config, self.device, self.vocoder = config, torch.device(device), vocoder
+        self.sampler, self.sampling_steps, self.seed, self.max_frames = sampler, sampling_steps, seed, max_frames
+        self.log = log
+        self._retracker = "unmade"
+
+    def retracker(self):
+        if self._retracker == "unmade":
+            self._retracker = None
+            try:
+                from diffsvc.evaluation.pitch_track import retrack_extractor
+
+                self._retracker, note = retrack_extractor(self.config, self.config.f0_extractor, str(self.device))
+                if note:
+                    self.log(f"validation pitch: {note}")
+            except Exception as e:  # noqa: BLE001 - figures in the logs must never stop training
+                self.log(f"validation pitch figures disabled: no second f0 extractor ({e})")
+        return self._retracker
+
+    def __call__(self, model, pieces: Sequence[dict]) -> dict:
+        retracker = self.retracker() if self.vocoder is not None else None
+        result = reconstruction_figures(
+            model, pieces, sampler=self.sampler, sampling_steps=self.sampling_steps, seed=self.seed,
+            vocoder=self.vocoder, f0_extractor=retracker,
+            mel_range=(self.config.mel_vmin, self.config.mel_vmax), sample_rate=self.config.audio_sample_rate,
+            max_frames=self.max_frames)
+        return {f"eval/{k}": v for k, v in result.figures.items() if np.isfinite(v)}
