@@ -27,3 +27,15 @@ def retrack_extractor(config, conditioning: str, device: str = "cpu"):
     extractor = make_f0_extractor(method, config.audio_sample_rate, config.hop_size, config.f0_min, config.f0_max,
                                   device=device, threshold=config.crepe_threshold)
     return extractor, note
+
+
+def track(extractor, wav, n_frames: int):
+    """f0 [n_frames] of `wav`, its level brought under 0.9 first: pitch does not depend on level,
+    and FCPE's resampler overshoots (and complains) on audio that touches full scale."""
+    import numpy as np
+
+    wav = np.asarray(wav, dtype=np.float32)
+    peak = float(np.max(np.abs(wav))) if wav.size else 0.0
+    if peak > 0.9:
+        wav = wav * (0.9 / peak)
+    return extractor.extract(wav, n_frames)

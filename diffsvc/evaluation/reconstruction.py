@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from diffsvc.data.dataset import make_item
+from diffsvc.evaluation.pitch_track import track
 from diffsvc.evaluation.metrics import cosine_similarity, log_mel_distance, mel_cepstral_distortion, pitch_scores
 from diffsvc.sampling import make_sampler
 
@@ -88,7 +89,7 @@ def reconstruction_figures(model, pieces: Sequence[dict], *, sampler: str = "ddi
             audio_out.append(wav)
             if f0_extractor is not None:
                 f0_ref.append(f0_hz[:t])
-                f0_out.append(f0_extractor.extract(wav, t))
+                f0_out.append(track(f0_extractor, wav, t))
             if speaker_encoder is not None and speaker_centroid is not None:
                 e = speaker_encoder.embed(wav, sample_rate)
                 if e is not None:

@@ -102,7 +102,7 @@ def write_plot(rows: list[dict], best: int | None, path: Path) -> Path:
         values = [r.get(c, float("nan")) if _json_safe(r.get(c)) is not None else float("nan") for r in rows]
         ax.plot(steps, values, marker="o")
         _, name, unit, better = FIGURES[c]
-        ax.set_title(f"{name} ({unit}), {better} is better", fontsize=9)
+        ax.set_title(f"{name} ({unit}), {better} is better", fontsize=8)
         ax.set_xlabel("training step", fontsize=8)
         if best is not None:
             ax.axvline(best, color="tab:red", linestyle="--", linewidth=1)
@@ -110,7 +110,7 @@ def write_plot(rows: list[dict], best: int | None, path: Path) -> Path:
         ax.axis("off")
     fig.suptitle(f"diffsvc eval (dashed: best by reconstruction, step {best})" if best is not None
                  else "diffsvc eval", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)

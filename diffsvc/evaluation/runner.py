@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from diffsvc.evaluation.metrics import (content_distance, cosine_similarity, pitch_scores, real_time_factor)
-from diffsvc.evaluation.pitch_track import retrack_extractor
+from diffsvc.evaluation.pitch_track import retrack_extractor, track
 from diffsvc.evaluation.reconstruction import reconstruction_figures
 from diffsvc.evaluation.speaker import INSTALL_HINT, load_speaker_encoder
 
@@ -154,7 +154,7 @@ def _score_song(converter, path: Path, wav: np.ndarray, source: dict, request: E
     result = converter.convert(wav, analysis, key=float(request.key), seed=request.seed)
     out = np.clip(result.audio, -1.0, 1.0)  # as infer's written file would be
     intended = np.where(result.f0_hz > 0, result.f0_hz * 2.0 ** (request.key / 12.0), 0.0)
-    scores = pitch_scores(intended, retracker.extract(out, len(intended)))
+    scores = pitch_scores(intended, track(retracker, out, len(intended)))
     figures = {"song": str(path), "median_abs_cents": scores.median_abs_cents, "rpa": scores.raw_pitch_accuracy,
                "voicing_recall": scores.voicing_recall, "voicing_false_alarm": scores.voicing_false_alarm,
                "seconds": len(wav) / sr}
