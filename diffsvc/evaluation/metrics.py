@@ -43,18 +43,23 @@ def log_mel_distance(mel_a, mel_b) -> float:
 
 
 def mel_cepstrum(mel_log10, n_coefficients: int = MCD_COEFFICIENTS) -> np.ndarray:
-    """Mel cepstrum c1..cN [T, N] of a log10 mel [T, M]: the orthonormal DCT-II over the mel bins
-    of the natural-log mel magnitude (c0 dropped). Natural log, so the MCD constant 10/ln 10
-    applies; the orthonormal DCT keeps Parseval's relation (the cepstral distance equals the
-    log-spectral distance when all coefficients are kept)."""
+    """Mel cepstrum c1..cN [T, N] of a log10 mel [T, M]: the cosine-series coefficients of the
+    natural-log mel magnitude over its M bins,
+
+        ln mel_k = c_0 + 2 * sum_{d>=1} c_d cos(pi d (k + 1/2) / M),  i.e. c = DCT-II(ln mel) / (2M)
+
+    (scipy's unnormalised DCT-II), the scaling of a real cepstrum, for which the factor 2 in the
+    MCD formula holds: mean_k (ln mel_k - ln mel'_k)^2 = (c_0 - c'_0)^2 + 2 sum_d (c_d - c'_d)^2
+    (Parseval). c0 is dropped."""
     from scipy.fft import dct
 
     ln_mel = np.asarray(mel_log10, dtype=np.float64) * LN10
     if ln_mel.ndim != 2:
         raise ValueError(f"mel_cepstrum expects a mel [T, M], got shape {ln_mel.shape}")
-    if ln_mel.shape[1] <= n_coefficients:
-        raise ValueError(f"{ln_mel.shape[1]} mel bins cannot give {n_coefficients} cepstral coefficients past c0")
-    return dct(ln_mel, type=2, norm="ortho", axis=1)[:, 1:n_coefficients + 1]
+    m = ln_mel.shape[1]
+    if m <= n_coefficients:
+        raise ValueError(f"{m} mel bins cannot give {n_coefficients} cepstral coefficients past c0")
+    return dct(ln_mel, type=2, norm=None, axis=1)[:, 1:n_coefficients + 1] / (2 * m)
 
 
 def mel_cepstral_distortion(mel_a, mel_b, n_coefficients: int = MCD_COEFFICIENTS) -> float:
@@ -67,8 +72,11 @@ def mel_cepstral_distortion(mel_a, mel_b, n_coefficients: int = MCD_COEFFICIENTS
     speech quality assessment", IEEE PACRIM) in the form used for speech synthesis evaluation
     (e.g. Kominek, Schultz & Black 2008, "Synthesizer voice quality of new languages calibrated
     with mean mel cepstral distortion", SLTU), with c0 (energy) excluded. Here c_d are the
-    cepstra of `mel_cepstrum` (DCT-II of the natural-log mel, not an SPTK mel-generalised
-    cepstrum), so values compare between diffsvc runs, not with papers' absolute numbers.
+    cepstra of `mel_cepstrum` (the DCT-II of the natural-log mel magnitude, scaled as a real
+    cepstrum), not SPTK's all-pass mel-cepstrum, so values are in the usual range (a few dB) but
+    compare between diffsvc runs rather than with papers' absolute numbers. By Parseval, MCD is
+    (10/ln 10) times the RMS over mel bins of the ln-mel difference, counting only its part
+    spanned by cosines 1..13: a difference a*cos(pi (k + 1/2) / M) gives (10/ln 10) a / sqrt(2).
     Lower is better; 0 for identical mels; nan for zero frames."""
     a, b = _pair(mel_a, mel_b, "mel_cepstral_distortion")
     if a.ndim != 2 or not a.shape[0]:
