@@ -413,11 +413,44 @@ def test_validation_samples_and_vocodes_as_infer_would(tmp_path, data_dir, monke
     monkeypatch.setattr(state.model.denoise_fn, "forward", lambda *a, **k: calls.append(1) or real_denoise(*a, **k))
     monkeypatch.setattr(TrainLogger, "audio", lambda self, tag, wav, step, sr: audio.append((tag, wav.numel(), sr)))
     assert trainer.validate() is not None
-    assert [type(s) for s in samplers] == [SAMPLERS["ddim"]]  # the project's sampler...
-    assert sample_calls == [3]  # ...with its sampling_steps (one denoiser call each)
+    assert type(samplers[0]) is SAMPLERS["ddim"]  # the picture: the project's sampler...
+    assert sample_calls[0] == 3  # ...with its sampling_steps (one denoiser call each)
+    # then eval's reconstruction figures, one cheap DDIM sample per validation piece
+    n_valid = len(trainer.validator.valid_set)
+    assert [type(s) for s in samplers[1:]] == [SAMPLERS["ddim"]] * n_valid and sample_calls[1:] == [4] * n_valid
     # audio from the configured vocoder (Griffin-Lim needs no file), for the target and the sample
     assert sorted(tag for tag, _, _ in audio) == ["audio/0_sampled", "audio/0_target"]
     assert all(n > 0 and sr == 44100 for _, n, sr in audio)
+
+
+def test_validation_logs_eval_figures_beside_the_loss(tmp_path, data_dir, monkeypatch):
+    # issue 13: every validation logs diffsvc eval's reconstruction and pitch figures
+    from diffsvc.training.logging import TrainLogger
+
+    base = write_config(tmp_path / "base.yaml", vocoder="griffin-lim", f0_extractor="crepe")
+    trainer = Trainer(options(tmp_path, data_dir, base_config=base, max_steps=1), log=quiet)
+    trainer.build()
+    logged = {}
+    monkeypatch.setattr(TrainLogger, "scalars", lambda self, values, step: logged.update(values))
+    rng = torch.get_rng_state()
+    assert trainer.validate() is not None
+    assert torch.equal(rng, torch.get_rng_state())  # training's randomness is left as it was
+    assert {"val/loss", "eval/recon_mcd_db", "eval/recon_log_mel_l1", "eval/recon_rpa",
+            "eval/recon_voicing_recall"} <= set(logged)
+    assert all(math.isfinite(v) for v in logged.values())
+    first = dict(logged)
+    trainer.validate()
+    assert logged == first  # fixed noise: the figures compare across validations
+    # figures that cannot be computed are said once and training goes on
+    messages = []
+    trainer.validator.log = messages.append
+    trainer.validator._figures = None
+    monkeypatch.setattr("diffsvc.evaluation.reconstruction.ValidationFigures.__call__",
+                        lambda self, model, pieces: 1 / 0)
+    logged.clear()
+    assert trainer.validate() is not None and trainer.validate() is not None
+    assert "val/loss" in logged and not any(k.startswith("eval/") for k in logged)
+    assert [m for m in messages if "validation figures disabled" in m] == ["validation figures disabled (division by zero)"]
 
 
 def _enospc(*_a, **_k):

@@ -62,29 +62,39 @@ def reconstruction_figures(model, pieces: Sequence[dict], *, sampler: str = "ddi
     recon_speaker_sim. Empty `pieces` give nan figures.
     """
     device = next(model.parameters()).device
+    # whatever draws from the global generators here (vocoder phases) leaves the caller's state
+    # (training's) as it was
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        return _reconstruct(model, pieces, device, sampler, sampling_steps, seed, vocoder, f0_extractor,
+                            speaker_encoder, speaker_centroid, mel_range, sample_rate, max_frames)
+
+
+def _reconstruct(model, pieces, device, sampler, sampling_steps, seed, vocoder, f0_extractor, speaker_encoder,
+                 speaker_centroid, mel_range, sample_rate, max_frames) -> Reconstruction:
     steps = make_sampler(sampler, model.schedule(), sampling_steps)
     shallow = model.K_step if model.K_step < model.num_timesteps else None
     real, fake, f0_ref, f0_out, embeddings, audio_out = [], [], [], [], [], []
     for index, piece in enumerate(pieces):
         item = make_item(np.asarray(piece["mel"]), np.asarray(piece["f0"], dtype=np.float32),
                          np.asarray(piece["units"]))
-        if max_frames and len(item["mel"]) > max_frames:  # the first max_frames frames and the units they read
-            item = {k: v[:max_frames] for k, v in item.items() if k != "units"} | {
-                "units": item["units"][: int(item["mel2ph"][:max_frames].max())]}
-        f0_hz = np.asarray(piece["f0"], dtype=np.float32)[: len(item["mel"])]
-        t = len(item["mel"])
+        mel_t, f0_log2, units, mel2ph = item.mel, item.f0, item.units, item.mel2ph
+        if max_frames and len(mel_t) > max_frames:  # the first max_frames frames and the units they read
+            mel_t, f0_log2, mel2ph = mel_t[:max_frames], f0_log2[:max_frames], mel2ph[:max_frames]
+            units = units[: int(mel2ph.max())]
+        t = len(mel_t)
         if t == 0:
             continue
-        out = model.sample(item["units"][None].to(device), item["mel2ph"][None].to(device),
-                           item["f0"][None].to(device), steps, ref_mel=item["mel"][None].to(device),
-                           shallow_step=shallow, noise=piece_noise(model.n_mels, t, seed, index).to(device))[0]
+        f0_hz = np.asarray(piece["f0"], dtype=np.float32)[:t]
+        out = model.sample(units[None].to(device), mel2ph[None].to(device), f0_log2[None].to(device), steps,
+                           ref_mel=mel_t[None].to(device), shallow_step=shallow,
+                           noise=piece_noise(model.n_mels, t, seed, index).to(device))[0]
         out = out.float()
-        real.append(item["mel"].numpy())
+        real.append(mel_t.numpy())
         fake.append(out.cpu().numpy())
         if vocoder is not None and (f0_extractor is not None or speaker_encoder is not None):
             vmel = out.clamp(*mel_range) if mel_range else out
             torch.manual_seed((int(seed) * 1_000_003 + index) % (2**63))  # vocoders draw phases
-            wav = vocoder.vocode(vmel, torch.pow(2.0, item["f0"]).to(device)).float().cpu().numpy()
+            wav = vocoder.vocode(vmel, torch.pow(2.0, f0_log2).to(device)).float().cpu().numpy()
             wav = np.clip(wav, -1.0, 1.0)  # as a written file would be
             audio_out.append(wav)
             if f0_extractor is not None:

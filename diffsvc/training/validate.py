@@ -5,6 +5,9 @@ The first `num_valid_plots` pieces are sampled from pure noise with the project'
 sampling steps (config `sampler`, `sampling_steps`, as `diffsvc infer` samples by default) and
 vocoded with the project's vocoder (config `vocoder`, through the same factory as infer), so
 TensorBoard shows what a conversion would give at this step.
+Every validation also logs `eval/*` scalars beside the loss: the reconstruction and pitch figures
+of `diffsvc eval` over all validation pieces (diffsvc.evaluation.reconstruction.ValidationFigures:
+DDIM 4 steps from fixed noise, pitch re-tracked from the vocoded output by a second extractor).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class Validator:
         self.log = log
         self._vocoder: object = "unloaded"
         self._target_audio_logged: set[int] = set()
+        self._figures = None  # ValidationFigures, made on first use
 
     def __call__(self, model, loss: LossFunction, step: int) -> float | None:
         if len(self.valid_set) == 0:
@@ -63,10 +67,11 @@ class Validator:
                         losses.append(float(loss(batch, stream=VALID_STREAM)))
                     if index < self.config.num_valid_plots:
                         self.render(model, index, batch, step)
+            figures = self.figures(model)
         finally:
             model.train()
         value = float(np.mean(losses))
-        self.logger.scalars({"val/loss": value}, step)
+        self.logger.scalars({"val/loss": value, **figures}, step)
         self.logger.flush()
         return value
 
@@ -94,6 +99,25 @@ class Validator:
                 self.log(f"validation audio disabled: the vocoder failed ({e})")
                 self._vocoder = None
         return mel[0]
+
+    def figures(self, model) -> dict[str, float]:
+        """`diffsvc eval`'s reconstruction and pitch figures of the validation pieces ({} when they
+        cannot be computed: said once, training goes on)."""
+        if self._figures is False:
+            return {}
+        try:
+            if self._figures is None:
+                from diffsvc.evaluation.reconstruction import ValidationFigures
+
+                self._pieces = [self.valid_set.data.load(p) for p in self.valid_set.pieces]
+                self._figures = ValidationFigures(self.config, self.device, vocoder=self.vocoder(), log=self.log)
+            return self._figures(model, self._pieces)
+        except LogWriteError:
+            raise
+        except Exception as e:  # noqa: BLE001 - figures in the logs must never stop training
+            self.log(f"validation figures disabled ({e})")
+            self._figures = False
+            return {}
 
     def vocoder(self):
         """The project's vocoder (config.vocoder) from the factory infer uses, or None when it
