@@ -33,6 +33,7 @@ def main() -> int:
     p.add_argument("--minutes", type=float, default=2.0)
     p.add_argument("--device", default="auto")
     p.add_argument("--train-only", action="store_true")
+    p.add_argument("--hook-only", action="store_true", help="re-measure the validation hook only (eval.md kept)")
     args = p.parse_args()
 
     import soundfile as sf
@@ -80,6 +81,15 @@ def main() -> int:
                                     "--device", args.device]))
     if args.train_only:
         return 0
+    if args.hook_only:  # the eval rows from the last run's eval.json, the hook measured again
+        import re
+
+        took = re.search(r"checkpoints took (\d+) s", (RESULTS / "eval.md").read_text())
+        result = json.loads((models / "singer_b" / "eval.json").read_text())
+        hook = measure_validation_hook(models / "singer_b", raw, pick_device(args.device))
+        write_results(result, notes, float(took.group(1)) if took else float("nan"), hook,
+                      pick_device(args.device), args)
+        return 0
     start = time.perf_counter()
     stage("eval", lambda: cli(["eval", "--project", "singer_b", "--models-dir", str(models), "--data", str(raw),
                                "--all-steps", "--device", args.device, "--seed", "0", str(phrase)]))
@@ -108,6 +118,8 @@ def measure_validation_hook(project: Path, raw: Path, device) -> list[tuple[str,
     pieces = [data.load(p) for p in data.pieces("valid")]
     vocoder = load_vocoder_for(config, device)
     retracker, _ = retrack_extractor(config, config.f0_extractor, str(device))
+    from diffsvc.evaluation.reconstruction import ValidationFigures
+
     out = []
     for label, kwargs in (("mels only, ddim 4 steps", {}),
                           ("+ vocoder and re-tracked pitch, ddim 4 steps",
@@ -121,7 +133,23 @@ def measure_validation_hook(project: Path, raw: Path, device) -> list[tuple[str,
             torch.cuda.synchronize(device)
         out.append((label, time.perf_counter() - start, figures))
     seconds = sum(p.seconds for p in data.pieces("valid"))
-    return [(f"{label} ({len(pieces)} pieces, {seconds:.1f} s of audio)", t, f) for label, t, f in out]
+    out = [(f"{label} (all {len(pieces)} pieces, {seconds:.1f} s of audio)", t, f) for label, t, f in out]
+    hook = ValidationFigures(config, device, vocoder=vocoder, log=lambda m: None)
+    start = time.perf_counter()
+    figures = {k[len("eval/"):]: v for k, v in hook(model, pieces).items()}
+    out.append((f"training's ValidationFigures as wired (first {hook.max_frames} frames of at most "
+                f"{hook.max_pieces} pieces, vocoder and pitch, ddim {hook.sampling_steps})",
+                time.perf_counter() - start, figures))
+    return out
+
+
+def hook_lines(hook) -> list[str]:
+    lines = ["Cost of the reconstruction figures on the newest checkpoint per validation (what training's "
+             "validation adds; the figures come from `reconstruction_figures`):", "",
+             "| what | seconds | MCD dB | RPA |", "|---|---|---|---|"]
+    lines += [f"| {label} | {t:.2f} | {f['recon_mcd_db']:.2f} | "
+              + (f"{f['recon_rpa']:.3f} |" if "recon_rpa" in f else "- |") for label, t, f in hook]
+    return lines + [""]
 
 
 def write_results(result: dict, notes: list[str], eval_seconds: float, hook, device, args) -> None:
@@ -136,17 +164,12 @@ def write_results(result: dict, notes: list[str], eval_seconds: float, hook, dev
               f"({result['settings']['sampler']} {result['settings']['sampling_steps']} steps, seed "
               f"{result['settings']['seed']}) from their own content units and f0, against their real mels. "
               "Pitch, speaker and content figures are on singer A's phrase converted to singer B.", "",
-              "```", format_table(rows), "```", "",
+              "```", format_table(rows, result["best_step"]), "```", "",
               f"Best checkpoint by reconstruction (lowest MCD): step {result['best_step']}.",
               f"Not computed: {', '.join(result['unavailable']) or 'nothing'}.", "",
               f"The whole eval of {len(rows)} checkpoints took {eval_seconds:.0f} s.", "",
-              "Cost of `reconstruction_figures` (the function for training's validation) on the newest "
-              "checkpoint, all validation pieces, per validation:", "",
-              "| what | seconds | MCD dB | RPA |", "|---|---|---|---|"]
-    lines += [f"| {label} | {t:.2f} | {f['recon_mcd_db']:.2f} | "
-              f"{f['recon_rpa']:.3f} |" if "recon_rpa" in f else f"| {label} | {t:.2f} | {f['recon_mcd_db']:.2f} | - |"
-              for label, t, f in hook]
-    lines += [""]
+    ]
+    lines += hook_lines(hook)
     RESULTS.mkdir(exist_ok=True)
     from diffsvc.fileio import atomic_write_text
 

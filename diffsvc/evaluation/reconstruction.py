@@ -120,6 +120,8 @@ def _reconstruct(model, pieces, device, sampler, sampling_steps, seed, vocoder, 
 
 
 VALIDATION_SAMPLING_STEPS = 4  # ddim: cheap enough to run at every validation (benchmarks/eval.py)
+VALIDATION_MAX_FRAMES = 256  # the first ~3 s of each validation piece ...
+VALIDATION_MAX_PIECES = 8  # ... of at most this many pieces
 
 
 class ValidationFigures:
@@ -128,17 +130,20 @@ class ValidationFigures:
         figures = ValidationFigures(config, device, vocoder=vocoder)   # once per run
         logger.scalars(figures(model, pieces), step)                  # {"eval/recon_mcd_db": ..}
 
-    `pieces`: dicts {mel, f0, units} (PreparedData.load of the validation pieces). Samples with
+    `pieces`: dicts {mel, f0, units} (PreparedData.load of the validation pieces); the first
+    `max_pieces`, each cut to its first `max_frames` frames, are used. Samples with
     DDIM `sampling_steps` (few: cheap), the start noise fixed per piece (`seed`), so values compare
     across steps. With a vocoder, the output's f0 is re-tracked by an extractor other than
     config.f0_extractor and the pitch figures are added; an extractor that cannot be made (say,
     torchfcpe missing and CREPE failing) is reported once through `log` and pitch is left out."""
 
     def __init__(self, config, device, *, vocoder=None, sampler: str = "ddim",
-                 sampling_steps: int = VALIDATION_SAMPLING_STEPS, seed: int = 0, max_frames: int | None = None,
+                 sampling_steps: int = VALIDATION_SAMPLING_STEPS, seed: int = 0,
+                 max_frames: int | None = VALIDATION_MAX_FRAMES, max_pieces: int = VALIDATION_MAX_PIECES,
                  log=print):
         self.config, self.device, self.vocoder = config, torch.device(device), vocoder
         self.sampler, self.sampling_steps, self.seed, self.max_frames = sampler, sampling_steps, seed, max_frames
+        self.max_pieces = max_pieces
         self.log = log
         self._retracker = "unmade"
 
@@ -158,7 +163,8 @@ class ValidationFigures:
     def __call__(self, model, pieces: Sequence[dict]) -> dict:
         retracker = self.retracker() if self.vocoder is not None else None
         result = reconstruction_figures(
-            model, pieces, sampler=self.sampler, sampling_steps=self.sampling_steps, seed=self.seed,
+            model, list(pieces)[: self.max_pieces], sampler=self.sampler, sampling_steps=self.sampling_steps,
+            seed=self.seed,
             vocoder=self.vocoder, f0_extractor=retracker,
             mel_range=(self.config.mel_vmin, self.config.mel_vmax), sample_rate=self.config.audio_sample_rate,
             max_frames=self.max_frames)
