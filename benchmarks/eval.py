@@ -135,6 +135,7 @@ def measure_validation_hook(project: Path, raw: Path, device) -> list[tuple[str,
     seconds = sum(p.seconds for p in data.pieces("valid"))
     out = [(f"{label} (all {len(pieces)} pieces, {seconds:.1f} s of audio)", t, f) for label, t, f in out]
     hook = ValidationFigures(config, device, vocoder=vocoder, log=lambda m: None)
+    hook(model, pieces)  # warm-up: the first call also makes the re-tracking extractor (once per run)
     start = time.perf_counter()
     figures = {k[len("eval/"):]: v for k, v in hook(model, pieces).items()}
     out.append((f"training's ValidationFigures as wired (first {hook.max_frames} frames of at most "
