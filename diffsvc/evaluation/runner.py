@@ -153,7 +153,9 @@ def _score_song(converter, path: Path, wav: np.ndarray, source: dict, request: E
     analysis = converter.analyse(wav)
     result = converter.convert(wav, analysis, key=float(request.key), seed=request.seed)
     out = np.clip(result.audio, -1.0, 1.0)  # as infer's written file would be
-    intended = np.where(result.f0_hz > 0, result.f0_hz * 2.0 ** (request.key / 12.0), 0.0)
+    # the f0 the model was conditioned with (after the key shift, and any octave folding infer
+    # applied to shifts past the model's range), on the frames the input has voiced
+    intended = np.where(result.f0_hz > 0, result.f0_cond_hz, 0.0)
     scores = pitch_scores(intended, track(retracker, out, len(intended)))
     figures = {"song": str(path), "median_abs_cents": scores.median_abs_cents, "rpa": scores.raw_pitch_accuracy,
                "voicing_recall": scores.voicing_recall, "voicing_false_alarm": scores.voicing_false_alarm,
