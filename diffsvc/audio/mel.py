@@ -12,7 +12,9 @@ root, so the STFT is called directly and the filterbank comes from librosa (the 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -21,6 +23,62 @@ LN_TO_LOG10 = 0.434294  # the original's constant, not 1/ln(10)
 LOG10_TO_LN = 2.30259  # the original's constant, not ln(10)
 CLAMP = 1e-5
 MAG_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class MelSettings:
+    """The one home of the mel settings: what must agree between the mel a model predicts, the
+    preprocessed data it learned from and the vocoder it feeds.
+
+    sample_rate Hz, n_mels bins, hop_size / n_fft / win_size samples, fmin / fmax Hz. The Config
+    spells them audio_sample_rate, audio_num_mel_bins, hop_size, fft_size, win_size, fmin, fmax
+    (CONFIG_KEYS); NSF-HiFiGAN's config.json spells them as HIFIGAN_KEYS; a prepared dataset's
+    record stores `to_dict()`.
+    """
+
+    sample_rate: int = 44100
+    n_mels: int = 128
+    hop_size: int = 512
+    n_fft: int = 2048
+    win_size: int = 2048
+    fmin: float = 40.0
+    fmax: float = 16000.0
+
+    @classmethod
+    def from_config(cls, config) -> "MelSettings":
+        """From diffsvc's typed Config (original Diff-SVC key names)."""
+        return cls(**{name: getattr(config, key) for name, key in CONFIG_KEYS.items()}).normalised()
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "MelSettings":
+        """From `to_dict()`'s mapping (a prepared dataset's record). KeyError names a missing key."""
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)}).normalised()
+
+    @classmethod
+    def from_hifigan_json(cls, data: dict) -> "MelSettings":
+        """From NSF-HiFiGAN's config.json (sampling_rate, num_mels, ...)."""
+        return cls(**{name: data[key] for name, key in HIFIGAN_KEYS.items()}).normalised()
+
+    def normalised(self) -> "MelSettings":
+        """Whole numbers as int, frequencies as float (so equal settings compare and hash equal)."""
+        return MelSettings(int(self.sample_rate), int(self.n_mels), int(self.hop_size), int(self.n_fft),
+                           int(self.win_size), float(self.fmin), float(self.fmax))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def extractor(self) -> "MelExtractor":
+        """The MelExtractor computing this mel."""
+        return MelExtractor(self.sample_rate, self.n_fft, self.win_size, self.hop_size, self.n_mels,
+                            self.fmin, self.fmax)
+
+
+# diffsvc Config key for each setting, so that an error names the key the user has to edit
+CONFIG_KEYS = {"sample_rate": "audio_sample_rate", "n_mels": "audio_num_mel_bins", "hop_size": "hop_size",
+               "n_fft": "fft_size", "win_size": "win_size", "fmin": "fmin", "fmax": "fmax"}
+# NSF-HiFiGAN config.json key for each setting
+HIFIGAN_KEYS = {"sample_rate": "sampling_rate", "n_mels": "num_mels", "hop_size": "hop_size",
+                "n_fft": "n_fft", "win_size": "win_size", "fmin": "fmin", "fmax": "fmax"}
 
 
 @functools.lru_cache(maxsize=8)
@@ -48,8 +106,12 @@ class MelExtractor:
 
     @classmethod
     def from_config(cls, config) -> "MelExtractor":
-        return cls(config.audio_sample_rate, config.fft_size, config.win_size, config.hop_size,
-                   config.audio_num_mel_bins, config.fmin, config.fmax)
+        return MelSettings.from_config(config).extractor()
+
+    @property
+    def settings(self) -> MelSettings:
+        return MelSettings(self.sample_rate, self.n_mels, self.hop_size, self.n_fft, self.win_size,
+                           self.fmin, self.fmax).normalised()
 
     @property
     def pad(self) -> int:

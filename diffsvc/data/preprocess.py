@@ -150,10 +150,9 @@ class SourceJob:
 
 
 def _mel_extractor(mel: dict):
-    from diffsvc.audio.mel import MelExtractor
+    from diffsvc.audio.mel import MelSettings
 
-    return MelExtractor(mel["sample_rate"], mel["n_fft"], mel["win_size"], mel["hop_size"], mel["n_mels"],
-                        mel["fmin"], mel["fmax"])
+    return MelSettings.from_dict(mel).extractor()
 
 
 def file_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -260,9 +259,10 @@ def _facts(record: dict) -> SourceFacts:
 
 
 def mel_settings(config) -> dict:
-    return {"sample_rate": config.audio_sample_rate, "hop_size": config.hop_size, "n_fft": config.fft_size,
-            "win_size": config.win_size, "n_mels": config.audio_num_mel_bins, "fmin": float(config.fmin),
-            "fmax": float(config.fmax)}
+    """The config's mel settings as a prepared dataset records them (MelSettings.to_dict)."""
+    from diffsvc.audio.mel import MelSettings
+
+    return MelSettings.from_config(config).to_dict()
 
 
 def make_content_encoder(choice: str, config, device: str):

@@ -20,14 +20,8 @@ def load_content_encoder_for(config: Config, device: torch.device):
 
 
 def load_vocoder_for(config: Config, device: torch.device):
-    """The vocoder named by config.vocoder, checked against the project's mel settings."""
-    if config.vocoder == "griffin-lim":
-        from diffsvc.vocoder import GriffinLimVocoder
+    """The vocoder named by config.vocoder, checked against the project's mel settings
+    (diffsvc.vocoder.make_vocoder; kept here for the pipeline's imports)."""
+    from diffsvc.vocoder import make_vocoder
 
-        vocoder = GriffinLimVocoder.from_config(config).to(device)
-    else:
-        from diffsvc.vocoder import load_vocoder
-
-        vocoder = load_vocoder(config.vocoder_ckpt, device)
-    vocoder.check_config(config)
-    return vocoder
+    return make_vocoder(config, device)

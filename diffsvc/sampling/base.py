@@ -12,6 +12,8 @@ from typing import Callable
 
 import torch
 
+from diffsvc.registry import Registry
+
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -20,7 +22,13 @@ def gather(values: torch.Tensor, t: torch.Tensor, ndim: int = 4) -> torch.Tensor
     return values.gather(-1, t).reshape(t.shape[0], *((1,) * (ndim - 1)))
 
 
+SAMPLERS = Registry("sampler", "sampler")
+
+
 class Sampler(ABC):
+    """Draws x_0 from x_{t_start} with a denoiser; every sampler is built by
+    `from_options(schedule, steps, speedup=)` (schedule: the buffers of model.schedule.schedule_buffers)."""
+
     name = "base"
     #: True when the sampler needs random numbers beyond the start noise (ancestral sampling).
     stochastic = False
@@ -28,6 +36,13 @@ class Sampler(ABC):
     def __init__(self, schedule: dict[str, torch.Tensor]):
         self.schedule = schedule
         self.num_timesteps = schedule["alphas_cumprod"].shape[0]
+
+    @classmethod
+    def from_options(cls, schedule: dict[str, torch.Tensor], steps: int | None = None, *,
+                     speedup: int | None = None) -> "Sampler":
+        """The one constructor shape the registry uses: `steps` denoiser calls (samplers that walk
+        every step ignore it); `speedup` is PLMS's step interval (the original's pndm_speedup)."""
+        return cls(schedule)
 
     def buf(self, name: str, like: torch.Tensor) -> torch.Tensor:
         return self.schedule[name].to(like.device)
@@ -61,6 +76,10 @@ class SpacedSampler(Sampler):
         super().__init__(schedule)
         self.steps = steps
         self.clip_denoised = clip_denoised
+
+    @classmethod
+    def from_options(cls, schedule, steps: int | None = None, *, speedup: int | None = None) -> "SpacedSampler":
+        return cls(schedule, steps=steps or 20)
 
     def timesteps(self, t_start: int) -> list[int]:
         return spaced_timesteps(t_start, self.steps)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from diffsvc.sampling.base import SpacedSampler
+from diffsvc.sampling.base import SAMPLERS, SpacedSampler
 
 
+@SAMPLERS.register("ddim", doc="DDIM, deterministic, evenly spaced steps (the default)")
 class DDIMSampler(SpacedSampler):
     name = "ddim"
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from diffsvc.sampling.base import Sampler, gather
+from diffsvc.sampling.base import SAMPLERS, Sampler, gather
 
 
+@SAMPLERS.register("ddpm", doc="ancestral DDPM over every step (slow reference)")
 class DDPMSampler(Sampler):
     name = "ddpm"
     stochastic = True

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from diffsvc.sampling.base import SpacedSampler
+from diffsvc.sampling.base import SAMPLERS, SpacedSampler
 
 
+@SAMPLERS.register("dpm-solver++", doc="DPM-Solver++(2M), deterministic multistep")
 class DPMSolverPlusPlus2M(SpacedSampler):
     name = "dpm-solver++"
 

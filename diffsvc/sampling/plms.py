@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import torch
 
-from diffsvc.sampling.base import Sampler, gather
+from diffsvc.sampling.base import SAMPLERS, Sampler, gather
 
 
+@SAMPLERS.register("plms", doc="pseudo linear multi-step (the original's, pndm_speedup interval)")
 class PLMSSampler(Sampler):
     name = "plms"
+
+    @classmethod
+    def from_options(cls, schedule, steps: int | None = None, *, speedup: int | None = None) -> "PLMSSampler":
+        return cls(schedule, speedup=speedup, steps=steps)
 
     def __init__(self, schedule, speedup: int | None = None, steps: int | None = None):
         super().__init__(schedule)

@@ -9,35 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
 
 import torch
 
+from diffsvc.audio.mel import CONFIG_KEYS, MelSettings
 from diffsvc.errors import ConfigError
+from diffsvc.registry import Registry
 
-
-@dataclass(frozen=True)
-class MelSettings:
-    """The numbers that must agree between the mel a model predicts and the vocoder it feeds."""
-
-    sample_rate: int
-    n_mels: int
-    hop_size: int
-    n_fft: int
-    win_size: int
-    fmin: float
-    fmax: float
-
-    @classmethod
-    def from_config(cls, config) -> "MelSettings":
-        """From diffsvc's typed Config (original Diff-SVC key names)."""
-        return cls(config.audio_sample_rate, config.audio_num_mel_bins, config.hop_size, config.fft_size,
-                   config.win_size, config.fmin, config.fmax)
-
-
-# diffsvc Config key for each setting, so that an error names the key the user has to edit
-CONFIG_KEYS = {"sample_rate": "audio_sample_rate", "n_mels": "audio_num_mel_bins", "hop_size": "hop_size",
-               "n_fft": "fft_size", "win_size": "win_size", "fmin": "fmin", "fmax": "fmax"}
+VOCODERS = Registry("vocoder", "vocoder")
 
 
 def mel_mismatches(expected: MelSettings, given: MelSettings) -> list[str]:
@@ -51,7 +30,11 @@ def mel_mismatches(expected: MelSettings, given: MelSettings) -> list[str]:
 
 
 class Vocoder:
-    """Base class: subclasses set `settings`, `name`, `is_standin` and implement `vocode` and `to`."""
+    """Base class: subclasses set `settings`, `name`, `is_standin` and implement `vocode` and `to`.
+
+    Registered vocoders (VOCODERS) are built by `for_config(config, device)`, the one constructor
+    shape the registry uses; a missing weights file is a CheckpointError naming it.
+    """
 
     settings: MelSettings
     name: str = "vocoder"
@@ -69,6 +52,11 @@ class Vocoder:
     def n_mels(self) -> int:
         return self.settings.n_mels
 
+    @classmethod
+    def for_config(cls, config, device) -> "Vocoder":
+        """The vocoder a project's config describes, on `device` (not yet checked against it)."""
+        raise NotImplementedError
+
     def to(self, device) -> "Vocoder":
         raise NotImplementedError
 
@@ -79,7 +67,7 @@ class Vocoder:
     def check_mel_settings(self, sample_rate: int, n_mels: int, hop_size: int, n_fft: int, win_size: int,
                            fmin: float, fmax: float) -> None:
         """Raise ConfigError naming every setting that differs from this vocoder's."""
-        given = MelSettings(sample_rate, n_mels, hop_size, n_fft, win_size, fmin, fmax)
+        given = MelSettings(sample_rate, n_mels, hop_size, n_fft, win_size, fmin, fmax).normalised()
         self._raise_on_mismatch(given, {name: name for name in CONFIG_KEYS})
 
     def check_config(self, config) -> None:

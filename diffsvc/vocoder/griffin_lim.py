@@ -22,25 +22,35 @@ import torch.nn.functional as F
 import torchaudio
 
 from diffsvc.audio.mel import log10_to_ln, mel_basis
-from diffsvc.vocoder.base import MelSettings, Vocoder
+from diffsvc.vocoder.base import VOCODERS, MelSettings, Vocoder
 
 
+@VOCODERS.register("griffin-lim", doc="weight-free Griffin-Lim stand-in (offline demo only)")
 class GriffinLimVocoder(Vocoder):
     is_standin = True
     name = "stand-in (Griffin-Lim)"
 
     def __init__(self, sample_rate: int = 44100, n_fft: int = 2048, win_size: int = 2048, hop_size: int = 512,
                  n_mels: int = 128, fmin: float = 40.0, fmax: float = 16000.0, *, n_iter: int = 32):
-        self.settings = MelSettings(sample_rate, n_mels, hop_size, n_fft, win_size, float(fmin), float(fmax))
+        self.settings = MelSettings(sample_rate, n_mels, hop_size, n_fft, win_size, fmin, fmax).normalised()
         basis = torch.from_numpy(mel_basis(sample_rate, n_fft, n_mels, float(fmin), float(fmax))).double()
         self._inverse_basis = torch.linalg.pinv(basis).float()  # [n_fft//2 + 1, n_mels]
         self._griffin_lim = torchaudio.transforms.GriffinLim(
             n_fft=n_fft, n_iter=n_iter, win_length=win_size, hop_length=hop_size, power=1.0)
 
     @classmethod
+    def from_settings(cls, mel: MelSettings, *, n_iter: int = 32) -> "GriffinLimVocoder":
+        return cls(mel.sample_rate, mel.n_fft, mel.win_size, mel.hop_size, mel.n_mels, mel.fmin, mel.fmax,
+                   n_iter=n_iter)
+
+    @classmethod
     def from_config(cls, config, *, n_iter: int = 32) -> "GriffinLimVocoder":
-        return cls(config.audio_sample_rate, config.fft_size, config.win_size, config.hop_size,
-                   config.audio_num_mel_bins, config.fmin, config.fmax, n_iter=n_iter)
+        return cls.from_settings(MelSettings.from_config(config), n_iter=n_iter)
+
+    @classmethod
+    def for_config(cls, config, device) -> "GriffinLimVocoder":
+        """Weight-free: built from the config's mel settings."""
+        return cls.from_config(config).to(device)
 
     def to(self, device) -> "GriffinLimVocoder":
         self._inverse_basis = self._inverse_basis.to(device)

@@ -70,8 +70,7 @@ def read_vocoder_config(config_file: Path) -> dict:
 
 
 def mel_settings(config: dict) -> MelSettings:
-    return MelSettings(int(config["sampling_rate"]), int(config["num_mels"]), int(config["hop_size"]),
-                       int(config["n_fft"]), int(config["win_size"]), float(config["fmin"]), float(config["fmax"]))
+    return MelSettings.from_hifigan_json(config)
 
 
 def legacy_state_dict(generator: Generator) -> dict[str, torch.Tensor]:

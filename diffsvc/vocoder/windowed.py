@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from diffsvc.audio.mel import log10_to_ln
-from diffsvc.vocoder.base import MelSettings, Vocoder
+from diffsvc.vocoder.base import VOCODERS, MelSettings, Vocoder
 from diffsvc.vocoder.nsf_hifigan import Generator
 
 
@@ -78,6 +78,7 @@ def vocode_in_windows(generator: Generator, mel: torch.Tensor, f0: torch.Tensor,
     return out
 
 
+@VOCODERS.register("nsf-hifigan", doc="NSF-HiFiGAN (the original's; weights at vocoder_ckpt)")
 class NsfHifiGan(Vocoder):
     """A loaded NSF-HiFiGAN generator behind the Vocoder interface (see `load_vocoder`)."""
 
@@ -97,6 +98,13 @@ class NsfHifiGan(Vocoder):
         self.window_frames = window_frames
         self.context_frames = context_frames
         self.crossfade_frames = crossfade_frames
+
+    @classmethod
+    def for_config(cls, config, device) -> "NsfHifiGan":
+        """The generator at `config.vocoder_ckpt` (config.json beside it); CheckpointError if missing."""
+        from diffsvc.vocoder.loading import load_vocoder
+
+        return load_vocoder(config.vocoder_ckpt, device)
 
     @property
     def device(self) -> torch.device:

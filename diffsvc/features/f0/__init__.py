@@ -6,8 +6,11 @@ Frame i of the result belongs to mel frame i; unvoiced frames are 0. The model l
 gaps by interpolating log2(f0) (`norm_interp_f0`); `interpolate_like_original` gives the original
 CREPE path's Hz-domain filling instead.
 
-Methods: "crepe" (torchcrepe full, the original's default), "crepe-tiny", "parselmouth" (Praat
-autocorrelation, the original's `use_crepe: false`), "fcpe" (torchfcpe, optional extra).
+Methods live in `F0_EXTRACTORS` (the registry below): "crepe" (torchcrepe full, the original's
+default), "crepe-tiny", "parselmouth" (Praat autocorrelation, the original's `use_crepe: false`),
+"fcpe" (torchfcpe, optional extra). Adding one is one new file here (a subclass of F0Extractor
+with `_extract`) plus one `F0_EXTRACTORS.add(...)` line below; the CLI's --f0, the config's
+f0_extractor and the contract test (tests/test_registries.py) pick it up from the registry.
 Each extractor's `settings()` lists every setting that changes its numbers; preprocessing uses it
 as the f0 cache key, so a changed threshold or range can never reuse stale f0.
 """
@@ -20,12 +23,27 @@ from typing import Any
 import numpy as np
 
 from diffsvc.errors import AudioError, DiffSvcError
+from diffsvc.registry import Registry
 
-METHODS = ("crepe", "crepe-tiny", "parselmouth", "fcpe")
+F0_EXTRACTORS = Registry("f0 extractor", "f0_extractor")
+# name -> "module:Class", imported on first use so that `import diffsvc.features.f0` stays light
+F0_EXTRACTORS.add("crepe", "diffsvc.features.f0.crepe:CrepeF0", aliases=("crepe-full",),
+                  doc="torchcrepe full model, Viterbi decoding (the original's default)")
+F0_EXTRACTORS.add("crepe-tiny", "diffsvc.features.f0.crepe:CrepeTinyF0",
+                  doc="torchcrepe tiny model (about 30x faster than full, a bit less exact)")
+F0_EXTRACTORS.add("parselmouth", "diffsvc.features.f0.praat:PraatF0", aliases=("praat",),
+                  doc="Praat autocorrelation (the original's use_crepe: false)")
+F0_EXTRACTORS.add("fcpe", "diffsvc.features.f0.fcpe:FcpeF0",
+                  doc="torchfcpe's bundled model (optional extra diffsvc[fcpe])")
+METHODS = F0_EXTRACTORS.names()
 
 
 class F0Extractor(ABC):
-    """Waveform -> f0 in Hz on the mel grid (hop `hop_size` at `sample_rate`), 0 = unvoiced."""
+    """Waveform -> f0 in Hz on the mel grid (hop `hop_size` at `sample_rate`), 0 = unvoiced.
+
+    Every extractor takes the same constructor keywords (sample_rate Hz, hop_size samples, f0_min
+    and f0_max Hz, device) plus its own options; DiffSvcError for an impossible range or rate.
+    """
 
     name: str = ""
     version: int = 1  # bump when an implementation change alters the numbers (invalidates caches)
@@ -46,6 +64,13 @@ class F0Extractor(ABC):
         """Every setting that changes the result (device is left out: it changes only rounding)."""
         return {"extractor": self.name, "version": self.version, "sample_rate": self.sample_rate,
                 "hop_size": self.hop_size, "f0_min": self.f0_min, "f0_max": self.f0_max}
+
+    @classmethod
+    def from_options(cls, *, crepe_threshold: float = 0.05, **kwargs) -> "F0Extractor":
+        """Build from the common keywords plus the config's `crepe_threshold` (used only by the
+        extractors whose threshold is on CREPE's periodicity scale) and `fcpe_threshold`."""
+        kwargs.pop("fcpe_threshold", None)
+        return cls(**kwargs)
 
     def __call__(self, wav: np.ndarray, n_frames: int | None = None) -> np.ndarray:
         return self.extract(wav, n_frames)
@@ -96,28 +121,15 @@ def interpolate_like_original(f0: np.ndarray) -> np.ndarray:
 
 def make_f0_extractor(method: str, sample_rate: int = 44100, hop_size: int = 512, f0_min: float = 40.0,
                       f0_max: float = 1100.0, device: str = "cpu", threshold: float = 0.05, **kwargs) -> F0Extractor:
-    """Build the extractor named `method` (one of METHODS).
+    """Build the extractor registered as `method` (see F0_EXTRACTORS; DiffSvcError listing the
+    choices if unknown).
 
     `threshold` is CREPE's periodicity threshold (the original's `thre`); FCPE has its own scale
     (its default 0.006) and takes it as `fcpe_threshold`; Praat ignores it.
     """
-    common = dict(sample_rate=sample_rate, hop_size=hop_size, f0_min=f0_min, f0_max=f0_max, device=device)
-    if method in ("crepe", "crepe-full", "crepe-tiny"):
-        from diffsvc.features.f0.crepe import CrepeF0
-
-        model = "tiny" if method == "crepe-tiny" else kwargs.pop("model", "full")
-        return CrepeF0(model=model, threshold=threshold, **common, **kwargs)
-    if method in ("parselmouth", "praat"):
-        from diffsvc.features.f0.praat import PraatF0
-
-        return PraatF0(**common, **kwargs)
-    if method == "fcpe":
-        from diffsvc.features.f0.fcpe import FcpeF0
-
-        if "fcpe_threshold" in kwargs:
-            kwargs["threshold"] = kwargs.pop("fcpe_threshold")
-        return FcpeF0(**common, **kwargs)
-    raise DiffSvcError(f"unknown f0 method {method!r}; choose one of {', '.join(METHODS)}")
+    cls = F0_EXTRACTORS.get(method)
+    return cls.from_options(sample_rate=sample_rate, hop_size=hop_size, f0_min=f0_min, f0_max=f0_max,
+                            device=device, crepe_threshold=threshold, **kwargs)
 
 
 def extract_f0(wav44k: np.ndarray, sample_rate: int, hop_size: int, n_frames: int | None, method: str = "crepe",
@@ -130,20 +142,11 @@ def extract_f0(wav44k: np.ndarray, sample_rate: int, hop_size: int, n_frames: in
 
 def __getattr__(name: str):
     # The classes load on first use so `import diffsvc.features.f0` stays light (no torch import).
-    if name == "CrepeF0":
-        from diffsvc.features.f0.crepe import CrepeF0
-
-        return CrepeF0
-    if name == "PraatF0":
-        from diffsvc.features.f0.praat import PraatF0
-
-        return PraatF0
-    if name == "FcpeF0":
-        from diffsvc.features.f0.fcpe import FcpeF0
-
-        return FcpeF0
-    raise AttributeError(name)
+    cls = F0_EXTRACTORS.class_named(name)
+    if cls is None:
+        raise AttributeError(name)
+    return cls
 
 
-__all__ = ["F0Extractor", "METHODS", "check_waveform", "extract_f0", "interpolate_like_original",
-           "make_f0_extractor", "CrepeF0", "PraatF0", "FcpeF0"]
+__all__ = ["F0Extractor", "F0_EXTRACTORS", "METHODS", "check_waveform", "extract_f0", "interpolate_like_original",
+           "make_f0_extractor", "CrepeF0", "CrepeTinyF0", "PraatF0", "FcpeF0"]

@@ -126,6 +126,11 @@ class CrepeF0(F0Extractor):
         self.batch_size = batch_size or (DECODE_BLOCK if self.device.startswith("cuda") else 128)
         self.name = "crepe" if model == "full" else "crepe-tiny"
 
+    @classmethod
+    def from_options(cls, *, crepe_threshold: float = 0.05, **kwargs) -> "CrepeF0":
+        kwargs.pop("fcpe_threshold", None)
+        return cls(threshold=crepe_threshold, **kwargs)
+
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "model": self.model, "threshold": self.threshold, "align": self.align,
                 "decoder": "viterbi", "decode_block": DECODE_BLOCK, "crepe_hop": CREPE_HOP,
@@ -198,3 +203,11 @@ class CrepeF0(F0Extractor):
             voicing = np.interp(mel_times, crepe_times, voiced.astype(np.float64))
             f0 = np.where(voicing >= 0.5, f0, 0.0)
         return f0.astype(np.float32)
+
+
+class CrepeTinyF0(CrepeF0):
+    """torchcrepe's tiny model: CrepeF0 with model="tiny" (same settings and cache key layout)."""
+
+    def __init__(self, **kwargs):
+        kwargs["model"] = "tiny"
+        super().__init__(**kwargs)

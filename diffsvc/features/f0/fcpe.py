@@ -68,6 +68,13 @@ class FcpeF0(F0Extractor):
         self.threshold = float(threshold)
         self.decoder = decoder
 
+    @classmethod
+    def from_options(cls, *, crepe_threshold: float = 0.05, **kwargs) -> "FcpeF0":
+        # CREPE's threshold is on another scale; FCPE's own comes as fcpe_threshold
+        if "fcpe_threshold" in kwargs:
+            kwargs["threshold"] = kwargs.pop("fcpe_threshold")
+        return cls(**kwargs)
+
     def settings(self) -> dict[str, Any]:
         import torchfcpe
 
