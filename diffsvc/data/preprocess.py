@@ -59,7 +59,6 @@ from diffsvc.fileio import atomic_write_text, check_writable
 SAMPLE_RATE = 44100
 RECORD_VERSION = 3  # 2: silence relative to the file's level (audio.slicer.SongLevel); 3: the source key is size + BLAKE2b of its bytes; bump when slicing/decoding changes in a way the settings do not show
 HEADROOM = 10 ** (-1 / 20)  # files over full scale are scaled so their peak sits at -1 dBFS
-CONTENT_CHOICES = ("hubert-soft", "contentvec", "stand-in")
 
 
 @dataclass
@@ -280,13 +279,11 @@ def make_content_encoder(choice: str, config, device: str):
 
 def check_content_weights(choice: str, config) -> None:
     """Fail before any work when the encoder's weights file is missing (loading waits until needed)."""
-    from diffsvc.features.content import CONTENTVEC_PUBLIC_NAME, HUBERT_SOFT_PUBLIC_NAME
+    from diffsvc.features.content import CONTENT_ENCODERS, find_weights
 
-    if choice == "stand-in":
+    if CONTENT_ENCODERS.get(choice).weights_key is None:
         return
-    path, public = ((Path(config.hubert_path), HUBERT_SOFT_PUBLIC_NAME) if choice == "hubert-soft"
-                    else (Path(config.contentvec_path), CONTENTVEC_PUBLIC_NAME))
-    if not path.is_file() and not (path.parent / public).is_file():
+    if find_weights(choice, config) is None:
         make_content_encoder(choice, config, "cpu")  # raises the factory's one-line error
 
 
@@ -315,12 +312,14 @@ def preprocess(raw_dir: str | os.PathLike, config, options: PreprocessOptions | 
     check_writable(root)  # a read-only folder or a full disk: one line before any work
     method = options.f0_method or config.f0_extractor
     choice = options.content or ("contentvec" if config.use_vec else config.content_encoder)
-    if choice not in CONTENT_CHOICES:
-        raise DiffSvcError(f"content encoder {choice!r} is unknown; use one of {', '.join(CONTENT_CHOICES)}")
+    from diffsvc.features.content import CONTENT_ENCODERS
+
+    choice = CONTENT_ENCODERS.canonical(choice)  # DiffSvcError listing the choices if unknown
     if f0_extractor is None:
         f0_extractor = make_f0_extractor(method, config.audio_sample_rate, config.hop_size, config.f0_min,
                                          config.f0_max, options.device, config.crepe_threshold)
-    content = {"encoder": choice, "is_standin": choice == "stand-in" if content_encoder is None
+    content = {"encoder": choice, "is_standin": bool(getattr(CONTENT_ENCODERS.get(choice), "is_standin", False))
+               if content_encoder is None
                else bool(content_encoder.is_standin)}
     if content_encoder is None:
         check_content_weights(choice, config)

@@ -127,10 +127,13 @@ def config_with_data_stats(base: Config, data: PreparedData) -> Config:
     hi = [max(float(h), float(l) + MIN_SPEC_RANGE) for l, h in zip(lo, stats["spec_max"][: base.keep_bins])]
     changes = {"spec_min": lo, "spec_max": hi}
     encoder = (data.manifest.content or {}).get("encoder")
-    if encoder in ("hubert-soft", "contentvec", "stand-in"):
+    from diffsvc.features.content import CONTENT_ENCODERS
+    from diffsvc.features.f0 import F0_EXTRACTORS
+
+    if encoder in CONTENT_ENCODERS.names():
         changes.update(content_encoder=encoder, use_vec=encoder == "contentvec")
     extractor = (data.manifest.f0 or {}).get("extractor")
-    if extractor in ("crepe", "crepe-tiny", "parselmouth", "fcpe"):
+    if extractor in F0_EXTRACTORS.names():
         changes["f0_extractor"] = extractor
     return base.replace(**changes)
 

@@ -90,6 +90,10 @@ class ContentEncoder(ABC):
     """Speech content features at 50 frames/s that the diffusion model is conditioned on."""
 
     name: str = "content encoder"
+    # the registry's constructor shape (see diffsvc.features.content.CONTENT_ENCODERS)
+    weights_key: str | None = None  # config key of the weights file; None: needs no weights
+    public_name: str = ""  # the weights file's public name, also looked for beside the configured path
+    weights_source: str = ""  # what the file is and where it comes from, for the missing-file error
     dim: int = 256
     frame_rate: float = 50.0
     is_standin: bool = False
@@ -120,6 +124,12 @@ class ContentEncoder(ABC):
         while self.frames_at_16k(n) == 0:
             n += 1
         return n
+
+    @classmethod
+    def load(cls, path, **options) -> "ContentEncoder":
+        """Build the encoder from its weights file `path` (None for a weight-free encoder);
+        CheckpointError for a missing, foreign or unsafe file."""
+        return cls(**options)
 
     def to(self, device) -> "ContentEncoder":
         self.device = torch.device(device)

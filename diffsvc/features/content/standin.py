@@ -43,7 +43,8 @@ class StandinContentEncoder(ContentEncoder):
     frame_rate = SAMPLE_RATE / HOP
     is_standin = True
 
-    def __init__(self, *, res_type: str = "soxr_hq"):
+    def __init__(self, *, res_type: str = "soxr_hq", **_ignored):
+        # window_frames, context_frames, legacy_22050: HuBERT options that mean nothing here
         super().__init__(res_type=res_type)
         import librosa
 
