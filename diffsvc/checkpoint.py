@@ -85,6 +85,12 @@ def describe_foreign(state: dict[str, torch.Tensor], config: Config) -> str | No
     if any(k.startswith("fs2.encoder.") for k in state):
         return ("it is a legacy Diff-SVC model trained with no_fs2: false (before 2022-11-28, with an FFT "
                 "encoder over the content units), which diffsvc does not support")
+    from diffsvc.model.backbones import backbone_of_state
+
+    trained = backbone_of_state(state)
+    if trained is not None and trained != config.diff_decoder_type:
+        return (f"it was trained with diff_decoder_type: {trained} but the config says "
+                f"{config.diff_decoder_type}: the config.yaml is not the one this checkpoint was trained with")
     w = state.get("denoise_fn.input_projection.weight")
     if w is not None and w.shape[1] != config.audio_num_mel_bins:
         return (f"its denoiser takes {w.shape[1]} mel bins but the config says {config.audio_num_mel_bins}: "

@@ -21,6 +21,23 @@ import yaml
 
 from diffsvc.errors import ConfigError
 
+
+def _registered(module: str, registry: str):
+    """The names in `module.registry`, imported when first needed (config.py stays light)."""
+    def names() -> tuple[str, ...]:
+        import importlib
+
+        return getattr(importlib.import_module(module), registry).names()
+    names.__qualname__ = f"{module}.{registry}.names"
+    return names
+
+
+BACKBONE_NAMES = _registered("diffsvc.model.backbones", "BACKBONES")
+CONTENT_ENCODER_NAMES = _registered("diffsvc.features.content", "CONTENT_ENCODERS")
+F0_EXTRACTOR_NAMES = _registered("diffsvc.features.f0", "F0_EXTRACTORS")
+SAMPLER_NAMES = _registered("diffsvc.sampling", "SAMPLERS")
+VOCODER_NAMES = _registered("diffsvc.vocoder", "VOCODERS")
+
 # The shipped configs are package data (diffsvc/configs/*.yaml, listed in pyproject.toml), found
 # through the package itself, so they load wherever diffsvc is installed: a wheel, `pip install .`,
 # an editable install or a clone on PYTHONPATH, from any working folder. pip installs wheels
@@ -32,7 +49,8 @@ DEMO_CONFIG = CONFIG_DIR / "demo.yaml"
 
 
 def _f(default, doc: str, *, choices=None, min=None, max=None, min_exclusive=False):
-    """A config field: default, one-line doc, and the constraints checked on load."""
+    """A config field: default, one-line doc, and the constraints checked on load. `choices` is a
+    tuple, or a function returning the names of a registry (read when a value is checked)."""
     meta = {"doc": doc, "choices": choices, "min": min, "max": max, "min_exclusive": min_exclusive}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
@@ -41,6 +59,15 @@ def _f(default, doc: str, *, choices=None, min=None, max=None, min_exclusive=Fal
 
 @dataclass
 class Config:
+    """Every setting of a project, typed, with the original Diff-SVC key names.
+
+    Build with `load_config(path)` / `config_from_dict(data, source)` (ConfigError naming the key
+    and the file for a wrong type, range or name); `validate()` checks settings that depend on each
+    other; `replace(**changes)` gives a validated copy. The names that choose parts
+    (diff_decoder_type, content_encoder, vocoder, f0_extractor, sampler) are checked against the
+    registries of their packages. Units: Hz for rates and frequencies, samples for hop/window/FFT.
+    """
+
     # --- audio and mel (must match the vocoder) ---
     audio_sample_rate: int = _f(44100, "sample rate of mels and output audio", min=8000)
     hop_size: int = _f(512, "samples between mel frames", min=1)
@@ -56,9 +83,15 @@ class Config:
     residual_layers: int = _f(20, "DiffNet residual blocks", min=1)
     residual_channels: int = _f(384, "DiffNet channels", min=2)
     dilation_cycle_length: int = _f(4, "dilations 1,2,..,2^(n-1) repeat every n blocks", min=1)
-    diff_decoder_type: str = _f("wavenet", "denoiser type", choices=("wavenet",))
+    diff_decoder_type: str = _f("wavenet", "denoiser backbone: wavenet (DiffNet, the original's) or lynxnet "
+                                "(ConvNeXt-style; benchmarks/results/backbones.md)", choices=BACKBONE_NAMES)
+    lynxnet_layers: int = _f(6, "LYNXNet blocks (diff_decoder_type: lynxnet)", min=1)
+    lynxnet_channels: int = _f(512, "LYNXNet channels", min=1)
+    lynxnet_expansion: int = _f(2, "LYNXNet inner width = channels x this", min=1)
+    lynxnet_kernel: int = _f(31, "LYNXNet depthwise conv kernel (frames)", min=1)
     no_fs2: bool = _f(True, "content units feed the denoiser directly (false: legacy FFT encoder)")
-    use_pitch_embed: bool = _f(True, "add the coarse-f0 embedding to the conditioning")
+    use_pitch_embed: bool = _f(True, "add the coarse-f0 embedding to the conditioning (false: content only, "
+                               "no fs2.pitch_embed weights, as the original)")
     use_uv: bool = _f(False, "original keeps f0 interpolated through unvoiced frames")
     use_energy_embed: bool = _f(False, "energy embedding (unsupported; must stay false)", choices=(False,))
     use_spk_id: bool = _f(False, "speaker ids (unsupported; single speaker)", choices=(False,))
@@ -88,16 +121,16 @@ class Config:
 
     # --- features and model files ---
     content_encoder: str = _f("hubert-soft", "content units: hubert-soft, contentvec, or the weight-free "
-                              "stand-in (offline demo only)", choices=("hubert-soft", "contentvec", "stand-in"))
+                              "stand-in (offline demo only)", choices=CONTENT_ENCODER_NAMES)
     hubert_path: str = _f("models/hubert_soft.pt", "HuBERT-soft weights (hubert-soft-0d54a1f4.pt)")
     contentvec_path: str = _f("models/checkpoint_best_legacy_500.pt", "ContentVec fairseq checkpoint")
     use_vec: bool = _f(False, "original's switch for ContentVec (same as content_encoder: contentvec)")
     vocoder: str = _f("nsf-hifigan", "nsf-hifigan, or griffin-lim (weight-free stand-in, offline demo only)",
-                      choices=("nsf-hifigan", "griffin-lim"))
+                      choices=VOCODER_NAMES)
     vocoder_ckpt: str = _f("models/nsf_hifigan/model", "NSF-HiFiGAN weights; config.json sits beside")
-    use_nsf: bool = _f(True, "the vocoder takes f0 (NSF-HiFiGAN)")
+    use_nsf: bool = _f(True, "accepted for compatibility only: the vocoder takes f0 (NSF); false is refused")
     use_crepe: bool = _f(True, "original's switch: CREPE (true) or parselmouth (false)")
-    f0_extractor: str = _f("crepe", "f0 method", choices=("crepe", "crepe-tiny", "parselmouth", "fcpe"))
+    f0_extractor: str = _f("crepe", "f0 method", choices=F0_EXTRACTOR_NAMES)
     crepe_threshold: float = _f(0.05, "CREPE periodicity below this is unvoiced", min=0.0, max=1.0)
     pe_enable: bool = _f(False, "24 kHz pitch extractor (not used at 44.1 kHz)")
 
@@ -125,7 +158,7 @@ class Config:
 
     # --- inference ---
     sampler: str = _f("ddim", "sampler for infer (benchmarks/sampler.py: ddim 20 is as close to the reference as "
-                      "the original PLMS-50 at 2.6x fewer calls)", choices=("plms", "ddim", "dpm-solver++", "ddpm"))
+                      "the original PLMS-50 at 2.6x fewer calls)", choices=SAMPLER_NAMES)
     sampling_steps: int = _f(20, "denoiser steps for infer (ddpm ignores it)", min=1)
 
     def validate(self, source: str = "<config>") -> "Config":
@@ -161,6 +194,9 @@ class Config:
             for i, (lo, hi) in enumerate(zip(self.spec_min, self.spec_max)):
                 if not lo < hi:
                     bad("spec_max", f"bin {i}: {hi} is not above spec_min ({lo})")
+        if not self.use_nsf:
+            bad("use_nsf", "false (a HiFiGAN without f0 input) is not supported: diffsvc's vocoders are "
+                "NSF-HiFiGAN and the Griffin-Lim stand-in; remove the key or set it to true")
         if self.use_vec:
             self.content_encoder = "contentvec"
         return self
@@ -218,6 +254,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         if not all(math.isfinite(v) for v in value):
             bad("expected finite numbers")
     choices = meta.get("choices")
+    if callable(choices):
+        choices = choices()
     if choices is not None and value not in choices:
         bad(f"{value!r} is not one of {', '.join(map(str, choices))}")
     lo, hi = meta.get("min"), meta.get("max")

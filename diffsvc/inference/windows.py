@@ -2,8 +2,8 @@
 
 A voiced stretch of T mel frames is covered by windows whose kept spans overlap by `crossfade`
 frames. Each window is sampled with `context` extra frames on both sides (then cut off), so a kept
-span sees the same neighbourhood it would see in one pass over the whole stretch; DiffNet's
-dilated convolutions reach only a few frames per denoiser call.
+span sees the same neighbourhood it would see in one pass over the whole stretch (a backbone's
+`reach_frames` says how far one denoiser call sees; repeated calls spread that further).
 
 Join: a linear crossfade in the log10-mel domain, before vocoding. Why the mel and why linear:
 the two windows estimate the same frames from the same noise and conditioning (they differ only
@@ -14,9 +14,11 @@ comb-filter inside the fade.
 
 Window length and batch size come from the memory free on the device (VRAM via
 torch.cuda.mem_get_info, RAM via /proc/meminfo's MemAvailable) and a cost per frame: measured
-with one probe denoiser call on CUDA, and on the CPU from the activation count of DiffNet's
-forward because the CPU allocator offers no peak counter (benchmarks/infer.py checks the count
-against the peak resident memory of a sampling run).
+with one probe denoiser call on CUDA, and on the CPU from the activation count the backbone
+reports (`activation_floats_per_frame`) because the CPU allocator offers no peak counter
+(benchmarks/infer.py checks the count against the peak resident memory of a sampling run). The
+planner asks the backbone (diffsvc.model.backbones.Backbone) and never opens its layers, so it
+works for any registered backbone.
 """
 
 from __future__ import annotations
@@ -120,29 +122,24 @@ def free_memory_bytes(device: torch.device) -> int:
 
 
 def estimated_bytes_per_frame(model) -> int:
-    """Peak bytes per mel frame of one batch item while sampling, counted from DiffNet's forward:
-    per residual layer the dilated conv, conditioner projection, their sum ([2C] each), gate,
-    filter, product, residual and skip ([C] each) can be alive at once, plus the conditioning [H],
-    the running skip sum and the sampler's history of a few [M] tensors. float32; x2 for the
-    allocator's slack. Measured peaks of whole sampling runs on the CPU were 0.8-1.3x this
-    (benchmarks/infer.py prints the ratio)."""
-    dn = model.denoise_fn
-    channels = dn.input_projection.out_channels
-    hidden = dn.residual_layers[0].conditioner_projection.in_channels
-    mels = model.n_mels
-    floats = 12 * channels + 2 * hidden + 10 * mels
+    """Peak bytes per mel frame of one batch item while sampling: the activations the backbone
+    reports alive at once (`activation_floats_per_frame`, conditioning included) plus the
+    sampler's history of a few [M] tensors; float32, x2 for the allocator's slack. For DiffNet
+    that is 12 C + 2 H + 10 M floats; measured peaks of whole sampling runs on the CPU were
+    0.8-1.3x this (benchmarks/infer.py prints the ratio)."""
+    floats = model.denoise_fn.activation_floats_per_frame() + 10 * model.n_mels
     return 2 * 4 * floats
 
 
 @torch.no_grad()
 def measured_bytes_per_frame(model, device: torch.device, probe_frames: int = 256) -> int:
     """On CUDA: the peak allocation of one denoiser call on a probe window, per frame (x1.5 for
-    the sampler's state and fragmentation)."""
+    the sampler's state and fragmentation). Other devices: estimated_bytes_per_frame."""
     device = torch.device(device)
     if device.type != "cuda":
         return estimated_bytes_per_frame(model)
     m = model.n_mels
-    hidden = model.denoise_fn.residual_layers[0].conditioner_projection.in_channels
+    hidden = model.denoise_fn.cond_dims
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)

@@ -2,6 +2,8 @@
 
 cond = (gather([0; units], mel2ph) + pitch_embed(coarse(2^f0))) * (mel2ph > 0)
 
+With `use_pitch_embed: false` the pitch term and its weights are absent, as in the original.
+
 This is the original's FastSpeech2 module with `no_fs2: true`; it keeps the name `fs2` in
 checkpoints and carries two modules the forward pass never uses (`mel_out` and the pitch
 predictor) only so that original checkpoints load strictly.
@@ -63,18 +65,20 @@ class UnusedPitchPredictor(nn.Module):
 
 
 class ConditioningEmbedding(nn.Module):
-    """forward(units [B,Th,H], mel2ph [B,T], f0_log2 [B,T]) -> Conditioning (cond [B,T,H], f0_denorm, pitch).
+    """forward(units [B,Th,H], mel2ph [B,T] (1-based unit index, 0 = padding), f0_log2 [B,T])
+    -> Conditioning (cond [B,T,H], f0_denorm [B,T] Hz, pitch [B,T] coarse bins).
 
     `extra` [B,H] or [B,T,H], optional: added to every real frame's conditioning (where a
-    multi-singer model adds its speaker embedding, as DiffSinger does); None for the original."""
+    multi-singer model adds its speaker embedding, as DiffSinger does); None for the original.
+    use_pitch_embed=False: no pitch term and no `pitch_embed` weights, as the original."""
 
     def __init__(self, hidden_size: int = 256, n_mels: int = 128, f0_bin: int = 256, f0_min: float = 40.0,
                  f0_max: float = 1100.0, predictor_layers: int = 5, predictor_kernel: int = 5,
-                 predictor_hidden: int = -1, pitch_type: str = "frame"):
+                 predictor_hidden: int = -1, pitch_type: str = "frame", use_pitch_embed: bool = True):
         super().__init__()
         self.f0_bin, self.f0_min, self.f0_max = f0_bin, f0_min, f0_max
         self.mel_out = nn.Linear(hidden_size, n_mels)
-        self.pitch_embed = nn.Embedding(300, hidden_size, padding_idx=0)
+        self.pitch_embed = nn.Embedding(300, hidden_size, padding_idx=0) if use_pitch_embed else None
         channels = hidden_size if predictor_hidden <= 0 else predictor_hidden
         odim = 2 if pitch_type == "frame" else 1
         self.pitch_predictor = UnusedPitchPredictor(channels, predictor_layers, predictor_kernel, odim)
@@ -82,7 +86,8 @@ class ConditioningEmbedding(nn.Module):
     @classmethod
     def from_config(cls, config) -> "ConditioningEmbedding":
         return cls(config.hidden_size, config.audio_num_mel_bins, config.f0_bin, config.f0_min, config.f0_max,
-                   config.predictor_layers, config.predictor_kernel, config.predictor_hidden, config.pitch_type)
+                   config.predictor_layers, config.predictor_kernel, config.predictor_hidden, config.pitch_type,
+                   config.use_pitch_embed)
 
     def forward(self, units: torch.Tensor, mel2ph: torch.Tensor, f0_log2: torch.Tensor,
                 extra: torch.Tensor | None = None) -> Conditioning:
@@ -93,7 +98,7 @@ class ConditioningEmbedding(nn.Module):
         content = torch.gather(units, 1, index)
         f0_denorm = denorm_f0(f0_log2, padding)
         pitch = f0_to_coarse(f0_denorm, self.f0_bin, self.f0_min, self.f0_max)
-        cond = content + self.pitch_embed(pitch)
+        cond = content + self.pitch_embed(pitch) if self.pitch_embed is not None else content
         if extra is not None:
             cond = cond + (extra[:, None] if extra.dim() == 2 else extra)
         cond = cond * (~padding)[..., None].to(content.dtype)

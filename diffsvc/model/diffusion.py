@@ -13,19 +13,30 @@ from typing import Callable
 import torch
 from torch import nn
 
+from diffsvc.model.backbones import Backbone, make_backbone
 from diffsvc.model.conditioning import Conditioning, ConditioningEmbedding
-from diffsvc.model.diffnet import DiffNet
 from diffsvc.model.schedule import SCHEDULE_BUFFERS, make_betas, schedule_buffers
 from diffsvc.sampling import Sampler
 
 
 class GaussianDiffusion(nn.Module):
-    def __init__(self, denoise_fn: DiffNet, fs2: ConditioningEmbedding, betas, spec_min, spec_max,
+    """The Diff-SVC acoustic model: conditioning (`fs2`), a denoiser backbone (`denoise_fn`), the
+    noise schedule buffers and the per-bin mel range, under the original's parameter names.
+
+    loss(mel [B,T,M] log10, units [B,Th,H], mel2ph [B,T], f0_log2 [B,T], lengths [B]) -> scalar
+    sample(units, mel2ph, f0_log2, sampler) -> mel [B,T,M] log10
+
+    The backbone is any registered one (diffsvc.model.backbones, `diff_decoder_type`); its
+    `in_dims` is the mel bins M. Build from a Config with `from_config` (ConfigError for the legacy
+    `no_fs2: false` layout); ValueError for an impossible shallow-diffusion start.
+    """
+
+    def __init__(self, denoise_fn: Backbone, fs2: ConditioningEmbedding, betas, spec_min, spec_max,
                  K_step: int | None = None, loss_type: str = "l2", keep_bins: int | None = None):
         super().__init__()
         self.denoise_fn = denoise_fn
         self.fs2 = fs2
-        self.n_mels = denoise_fn.output_projection.out_channels
+        self.n_mels = denoise_fn.in_dims
         for name, value in schedule_buffers(betas).items():
             self.register_buffer(name, value)
         self.num_timesteps = int(self.betas.shape[0])
@@ -45,7 +56,7 @@ class GaussianDiffusion(nn.Module):
                 "over the content units); diffsvc does not support it yet. Retrain with the current layout."
             )
         betas = make_betas(config.schedule_type, config.timesteps, config.max_beta)
-        return cls(DiffNet.from_config(config), ConditioningEmbedding.from_config(config), betas,
+        return cls(make_backbone(config), ConditioningEmbedding.from_config(config), betas,
                    config.spec_min, config.spec_max, config.K_step, config.diff_loss_type, config.keep_bins)
 
     # --- buffers and normalisation ---
