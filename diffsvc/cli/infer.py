@@ -23,6 +23,9 @@ AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aiff", ".a
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from diffsvc.features.f0 import F0_EXTRACTORS
+    from diffsvc.sampling import SAMPLERS
+
     p.add_argument("inputs", nargs="+", metavar="SONG", help="audio files or folders (every audio file inside)")
     g = p.add_argument_group("model")
     g.add_argument("--project", help="project folder name under --models-dir (optional when there is only one)")
@@ -34,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("pitch")
     g.add_argument("--key", default="0", help="transpose by semitones (e.g. -12, 3), or 'auto' to move the song's "
                                              "median pitch onto the project singer's (default 0)")
-    g.add_argument("--f0", dest="f0_method", choices=("crepe", "crepe-tiny", "parselmouth", "fcpe"),
+    g.add_argument("--f0", dest="f0_method", choices=F0_EXTRACTORS.names(),
                    help="f0 extractor (default: the project's f0_extractor)")
     g.add_argument("--out-of-range", choices=("fold", "clamp", "original"), default="fold",
                    help="voiced f0 outside the model's f0_min..f0_max after --key: fold by octaves into range "
@@ -45,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--f0-pad", action="store_true",
                    help="accept an --f0-in curve shorter than the song: hold its first and last values")
     g = p.add_argument_group("sampling")
-    g.add_argument("--sampler", choices=("plms", "ddim", "dpm-solver++", "ddpm"),
+    g.add_argument("--sampler", choices=SAMPLERS.names(),
                    help="sampler (default: the project's; ddim unless its config says otherwise)")
     g.add_argument("--sampling-steps", type=int, help="denoiser steps (default: the project's sampling_steps; ddpm "
                                                       "always runs every step of the schedule, plms one step more)")

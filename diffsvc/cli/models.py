@@ -38,27 +38,6 @@ def _check(what: str, path: Path, load, required: bool, missing_hint: str) -> Ch
     return Check(what, str(path), "ok", detail, required)
 
 
-def _hubert(path: Path) -> str:
-    from diffsvc.features.content.loading import load_hubert_soft
-
-    model = load_hubert_soft(path)
-    return f"HuBERT-soft, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters"
-
-
-def _contentvec(path: Path) -> str:
-    from diffsvc.features.content.loading import load_fairseq_hubert
-
-    model, cfg = load_fairseq_hubert(path)
-    return f"fairseq HuBERT/ContentVec, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters"
-
-
-def _vocoder(path: Path) -> str:
-    from diffsvc.vocoder import load_vocoder
-
-    vocoder = load_vocoder(path)
-    return f"NSF-HiFiGAN, {vocoder.sample_rate} Hz, hop {vocoder.hop_size}, {vocoder.n_mels} mel bins"
-
-
 def _resolve(key: str, configured: str, public_name: str | None = None) -> Path:
     """Where the file of config `key` is (the original's checkpoints/ layout, then models/), or the
     configured path when it is nowhere."""
@@ -86,7 +65,9 @@ def _projects(models_dir: Path) -> list[str]:
             continue
         try:
             cfg = load_config(folder / "config.yaml")
-            kind = f"{cfg.audio_sample_rate} Hz, {cfg.residual_layers}x{cfg.residual_channels}, {cfg.content_encoder}"
+            size = (f"{cfg.residual_layers}x{cfg.residual_channels}" if cfg.diff_decoder_type == "wavenet"
+                    else f"{cfg.lynxnet_layers}x{cfg.lynxnet_channels}")
+            kind = f"{cfg.audio_sample_rate} Hz, {cfg.diff_decoder_type} {size}, {cfg.content_encoder}"
         except DiffSvcError as e:
             kind = f"config problem: {e}"
         shown = ", ".join(str(s) for s in list(steps)[-5:])
@@ -95,27 +76,48 @@ def _projects(models_dir: Path) -> list[str]:
 
 
 def pretrained_checks(config) -> list[Check]:
-    """Each pretrained file the config names, loaded into its real architecture (`diffsvc models`
-    and the web page's Models tab show this list)."""
-    from diffsvc.features.content import CONTENTVEC_PUBLIC_NAME, HUBERT_SOFT_PUBLIC_NAME
+    """One check per registered part that needs a weights file (content encoders, vocoders), each file loaded
+    into its real architecture (`diffsvc models` and the web page's Models tab show this list)."""
+    from diffsvc.features.content import CONTENT_ENCODERS
+    from diffsvc.vocoder import VOCODERS
 
-    vocoder_file = _resolve("vocoder_ckpt", config.vocoder_ckpt)
-    vocoder_dir = vocoder_file if vocoder_file.is_dir() else vocoder_file.parent
-    return [
-        _check("HuBERT-soft content encoder", _resolve("hubert_path", config.hubert_path, HUBERT_SOFT_PUBLIC_NAME),
-               _hubert, config.content_encoder == "hubert-soft",
-               f"put {HUBERT_SOFT_PUBLIC_NAME} (bshall/hubert release v0.1) at "
-               f"{_places('hubert_path', config.hubert_path)} (config key hubert_path)"),
-        _check("ContentVec content encoder",
-               _resolve("contentvec_path", config.contentvec_path, CONTENTVEC_PUBLIC_NAME), _contentvec,
-               config.content_encoder == "contentvec",
-               f"optional; put {CONTENTVEC_PUBLIC_NAME} at "
-               f"{_places('contentvec_path', config.contentvec_path)} "
-               "to use content_encoder: contentvec"),
-        _check("NSF-HiFiGAN vocoder", vocoder_dir, _vocoder, config.vocoder == "nsf-hifigan",
-               f"put the nsf_hifigan_20221211 release files as {_places('vocoder_ckpt', config.vocoder_ckpt)} "
-               "with its config.json beside it (config key vocoder_ckpt)"),
-    ]
+    checks = []
+    for name in CONTENT_ENCODERS.names():
+        cls = CONTENT_ENCODERS.get(name)
+        if cls.weights_key is None:
+            continue
+        key = cls.weights_key
+        configured = getattr(config, key)
+        required = config.content_encoder == name
+        hint = (f"put {cls.weights_source} at {_places(key, configured)} (config key {key})" if required else
+                f"optional; put {cls.public_name} at {_places(key, configured)} to use content_encoder: {name}")
+        checks.append(_check(cls.title, _resolve(key, configured, cls.public_name), cls.describe_weights, required,
+                             hint))
+    for name in VOCODERS.names():
+        cls = VOCODERS.get(name)
+        if cls.weights_key is None:
+            continue
+        found = _resolve(cls.weights_key, getattr(config, cls.weights_key))
+        where = found if found.is_dir() else found.parent  # NSF-HiFiGAN: the folder of model + config.json
+        checks.append(_check(cls.title, where, cls.describe_weights, config.vocoder == name,
+                             cls.weights_hint.format(places=_places(cls.weights_key, getattr(config, cls.weights_key)))
+                             + f" (config key {cls.weights_key})"))
+    return checks
+
+
+def _parts() -> list[str]:
+    """Every registered part, by kind (the names the config and the CLI accept)."""
+    from diffsvc.features.content import CONTENT_ENCODERS
+    from diffsvc.features.f0 import F0_EXTRACTORS
+    from diffsvc.model.backbones import BACKBONES
+    from diffsvc.sampling import SAMPLERS
+    from diffsvc.vocoder import VOCODERS
+
+    lines = []
+    for registry in (BACKBONES, CONTENT_ENCODERS, F0_EXTRACTORS, SAMPLERS, VOCODERS):
+        lines.append(f"  {registry.key} ({registry.what}):")
+        lines.extend(f"    {name:<14} {registry.doc(name)}" for name in registry.names())
+    return lines
 
 
 def project_lines(models_dir: Path) -> list[str]:
@@ -131,6 +133,9 @@ def run(args: argparse.Namespace) -> int:
         mark = {"ok": "ok     ", "missing": "MISSING", "broken": "BROKEN "}[c.status]
         need = "" if c.required or c.status == "ok" else " (optional)"
         print(f"  [{mark}] {c.what}{need}: {c.path}\n            {c.detail}")
+    print("Parts (config key: name, what it is):")
+    for line in _parts():
+        print(line)
     projects = project_lines(Path(args.models_dir))
     print("Trained projects:" if projects else f"Trained projects: none in {args.models_dir}/ yet")
     for line in projects:

@@ -13,11 +13,14 @@ from diffsvc.errors import DiffSvcError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from diffsvc.features.content import CONTENT_ENCODERS
+    from diffsvc.features.f0 import F0_EXTRACTORS
+
     parser.add_argument("raw_dir", metavar="RAW_DIR", help="folder of recordings (searched recursively)")
     parser.add_argument("--config", help="YAML config (default: the built-in diffsvc-44k.yaml, as in configs/)")
-    parser.add_argument("--f0", choices=("crepe", "crepe-tiny", "parselmouth", "fcpe"),
+    parser.add_argument("--f0", choices=F0_EXTRACTORS.names(),
                         help="f0 extractor (default: the config's f0_extractor, crepe)")
-    parser.add_argument("--content", choices=("hubert-soft", "contentvec", "stand-in"),
+    parser.add_argument("--content", choices=CONTENT_ENCODERS.names(),
                         help="content encoder (default: the config's content_encoder); stand-in is a "
                              "weight-free offline try, not for real voice conversion")
     parser.add_argument("--min-seconds", type=float, default=10.0, help="shortest piece the slicer aims for (10)")

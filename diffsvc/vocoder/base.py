@@ -39,6 +39,8 @@ class Vocoder:
     settings: MelSettings
     name: str = "vocoder"
     is_standin: bool = False
+    weights_key: str | None = None  # config key of the weights; None: weight-free (`diffsvc models` skips it)
+    weights_hint: str = ""  # `diffsvc models`' line for a missing file, with {places}
 
     @property
     def sample_rate(self) -> int:

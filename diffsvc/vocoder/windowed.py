@@ -99,6 +99,20 @@ class NsfHifiGan(Vocoder):
         self.context_frames = context_frames
         self.crossfade_frames = crossfade_frames
 
+    title = "NSF-HiFiGAN vocoder"
+    weights_key = "vocoder_ckpt"
+
+    # `diffsvc models`' hint for a missing file; {places} are the places looked at
+    weights_hint = "put the nsf_hifigan_20221211 release files as {places} with its config.json beside it"
+
+    @classmethod
+    def describe_weights(cls, path) -> str:
+        """Load the folder's generator; one line about it (CheckpointError if broken)."""
+        from diffsvc.vocoder.loading import load_vocoder
+
+        vocoder = load_vocoder(path)
+        return f"NSF-HiFiGAN, {vocoder.sample_rate} Hz, hop {vocoder.hop_size}, {vocoder.n_mels} mel bins"
+
     @classmethod
     def for_config(cls, config, device) -> "NsfHifiGan":
         """The generator at `config.vocoder_ckpt` (config.json beside it); CheckpointError if missing."""

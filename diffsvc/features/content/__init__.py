@@ -52,11 +52,21 @@ class HubertSoftEncoder(HubertContentEncoder):
     def __init__(self, model, **options):
         super().__init__(model, "hubert-soft", input_padding=model.input_padding, **options)
 
+    title = "HuBERT-soft content encoder"
+
     @classmethod
     def load(cls, path: Path, **options) -> "HubertSoftEncoder":
         from diffsvc.features.content.loading import load_hubert_soft
 
         return cls(load_hubert_soft(path), **options)
+
+    @classmethod
+    def describe_weights(cls, path: Path) -> str:
+        """Load the file into the real architecture; one line about it (CheckpointError if broken)."""
+        from diffsvc.features.content.loading import load_hubert_soft
+
+        model = load_hubert_soft(path)
+        return f"HuBERT-soft, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters"
 
 
 @CONTENT_ENCODERS.register("contentvec", doc="ContentVec, fairseq checkpoint, layer 9 + final_proj (contentvec_path)")
@@ -70,12 +80,21 @@ class ContentVecEncoder(HubertContentEncoder):
     def __init__(self, model, *, output_layer: int = CONTENTVEC_OUTPUT_LAYER, **options):
         super().__init__(model, "contentvec", input_padding=0, output_layer=output_layer, **options)
 
+    title = "ContentVec content encoder"
+
     @classmethod
     def load(cls, path: Path, **options) -> "ContentVecEncoder":
         from diffsvc.features.content.loading import load_fairseq_hubert
 
         model, _ = load_fairseq_hubert(path)
         return cls(model, **options)
+
+    @classmethod
+    def describe_weights(cls, path: Path) -> str:
+        from diffsvc.features.content.loading import load_fairseq_hubert
+
+        model, _ = load_fairseq_hubert(path)
+        return f"fairseq HuBERT/ContentVec, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters"
 
 
 CONTENT_ENCODERS.add("stand-in", StandinContentEncoder,
