@@ -312,3 +312,14 @@ def test_backbone_contract(name):
 def test_unknown_backbone_is_a_config_error():
     with pytest.raises(ConfigError, match="diff_decoder_type: 'transformer' is not one of wavenet, lynxnet"):
         config_from_dict({"diff_decoder_type": "transformer"}, "c.yaml")
+
+
+def test_readme_parts_table_names_every_registered_part():
+    from conftest import REPO
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    parts = readme[readme.index("### Parts"):]
+    parts = parts[:parts.index("\n## ")]
+    for key, registry in REGISTRIES.items():
+        row = next(line for line in parts.splitlines() if f"(`{key}`" in line)
+        assert all(f"`{name}`" in row for name in registry.names()), (key, row)

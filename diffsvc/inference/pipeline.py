@@ -283,6 +283,18 @@ def render_frames(stretch: Stretch, hop: int) -> tuple[int, int]:
 
 
 class SongConverter:
+    """Converts a song with one loaded model: analyse (f0 on the mel grid, voiced stretches), then
+    convert (content units, conditioning, window-sampled mels, vocoded audio).
+
+        conv = SongConverter(loaded, content_encoder, vocoder, "cpu", InferenceSettings(...))
+        analysis = conv.analyse(wav)                    # wav float32 [N] at config.audio_sample_rate
+        result = conv.convert(wav, analysis, key=0.0, seed=0)   # result.audio float32 [N], same length
+
+    `key` transposes in semitones; the same seed gives the same output. Windows are sized by the
+    backbone's memory per frame (inference/windows.py) unless settings fix them. Errors: AudioError
+    for unusable input; the encoders' and vocoder's own errors pass through as one-line messages.
+    """
+
     def __init__(self, loaded: LoadedModel, content_encoder, vocoder, device: torch.device,
                  settings: InferenceSettings | None = None):
         self.model = loaded.model
