@@ -17,6 +17,7 @@ from pathlib import Path
 
 from diffsvc.checkpoint import find_checkpoints, latest_checkpoint
 from diffsvc.config import Config, load_config, save_config
+from diffsvc.audio.mel import CONFIG_KEYS, HIFIGAN_KEYS
 from diffsvc.data.prepared import PreparedData
 from diffsvc.errors import DiffSvcError
 
@@ -25,11 +26,10 @@ DATA_STATS_NAME = "data_stats.json"
 LOGS_NAME = "logs"
 MIN_SPEC_RANGE = 1e-3  # a mel bin that never varies in the data would divide by zero when normalised
 
-# manifest.mel key (either spelling) -> Config key, for the check that data and model agree
-_MEL_KEYS = {"sample_rate": "audio_sample_rate", "audio_sample_rate": "audio_sample_rate",
-             "hop_size": "hop_size", "win_size": "win_size", "n_fft": "fft_size", "fft_size": "fft_size",
-             "n_mels": "audio_num_mel_bins", "num_mels": "audio_num_mel_bins",
-             "audio_num_mel_bins": "audio_num_mel_bins", "fmin": "fmin", "fmax": "fmax"}
+# manifest.mel key (MelSettings', the Config's or NSF-HiFiGAN's spelling) -> Config key, for the
+# check that data and model agree
+_MEL_KEYS = {**CONFIG_KEYS, **{key: key for key in CONFIG_KEYS.values()},
+             **{HIFIGAN_KEYS[name]: CONFIG_KEYS[name] for name in CONFIG_KEYS}}
 
 
 class Project:
