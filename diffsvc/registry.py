@@ -1,7 +1,7 @@
 """One small registry per kind of part (f0 extractor, content encoder, sampler, vocoder, denoiser
 backbone), each owned by the package that holds the parts.
 
-    F0_EXTRACTORS = Registry("f0 extractor", "f0_extractor")
+    F0_EXTRACTORS = Registry("f0 method", "f0_extractor")
 
     @F0_EXTRACTORS.register("parselmouth", aliases=("praat",))
     class PraatF0(F0Extractor): ...

@@ -25,7 +25,7 @@ import numpy as np
 from diffsvc.errors import AudioError, DiffSvcError
 from diffsvc.registry import Registry
 
-F0_EXTRACTORS = Registry("f0 extractor", "f0_extractor")
+F0_EXTRACTORS = Registry("f0 method", "f0_extractor")
 # name -> "module:Class", imported on first use so that `import diffsvc.features.f0` stays light
 F0_EXTRACTORS.add("crepe", "diffsvc.features.f0.crepe:CrepeF0", aliases=("crepe-full",),
                   doc="torchcrepe full model, Viterbi decoding (the original's default)")
