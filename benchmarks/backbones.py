@@ -11,7 +11,7 @@ same number of parameters. Reported per backbone:
     sampling speed: seconds per 512-frame window (ddim 20, batch 1) and the window planner's
                     memory estimate per frame (from the backbone's own count).
 
-    .venv/bin/python benchmarks/backbones.py                 # ~4 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/backbones.py                 # ~4 minutes on 2 idle CPU cores
     .venv/bin/python benchmarks/backbones.py --seconds 30    # shorter
     .venv/bin/python benchmarks/backbones.py --device cuda --full-size
 
@@ -43,10 +43,11 @@ from diffsvc.model.diffusion import GaussianDiffusion  # noqa: E402
 from diffsvc.sampling import make_sampler  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "backbones.md"
-# Reduced sizes for the CPU (about 1.9 M parameters each); --full-size uses the defaults
-# (DiffNet 20 x 384 as the original, LYNXNet 6 x 512 as DiffSinger's).
-SMALL = {"wavenet": dict(residual_layers=8, residual_channels=128),
-         "lynxnet": dict(lynxnet_layers=6, lynxnet_channels=172)}
+# Reduced sizes for a 2-core CPU (about 0.48 M parameters each, so that a minute holds enough
+# steps); --full-size uses the defaults (DiffNet 20 x 384 as the original, LYNXNet 6 x 512 as
+# DiffSinger's).
+SMALL = {"wavenet": dict(residual_layers=6, residual_channels=64),
+         "lynxnet": dict(lynxnet_layers=4, lynxnet_channels=96)}
 TRAIN_LENGTHS = tuple(60 + (37 * i) % 140 for i in range(24))  # 60-199 frames (0.7-2.3 s)
 VALID_LENGTHS = (90, 130, 170, 110)
 BATCH = 4
