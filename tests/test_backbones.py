@@ -114,9 +114,9 @@ def test_use_pitch_embed_false_drops_the_pitch_term_and_its_weights():
     units, mel2ph = torch.randn(1, 5, 256), torch.arange(1, 11)[None] // 2 + 0
     mel2ph = mel2ph.clamp(min=1)
     low, high = torch.full((1, 10), 7.0), torch.full((1, 10), 9.0)
-    assert torch.equal(without.condition(units, mel2ph, low)["cond"], without.condition(units, mel2ph, high)["cond"])
-    assert not torch.equal(with_pitch.condition(units, mel2ph, low)["cond"],
-                           with_pitch.condition(units, mel2ph, high)["cond"])
+    assert torch.equal(without.condition(units, mel2ph, low).cond, without.condition(units, mel2ph, high).cond)
+    assert not torch.equal(with_pitch.condition(units, mel2ph, low).cond,
+                           with_pitch.condition(units, mel2ph, high).cond)
 
 
 def test_use_nsf_false_is_refused_with_the_reason():
