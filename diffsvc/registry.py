@@ -89,6 +89,10 @@ class Registry:
         """One line describing the entry (its class docstring's first line unless given)."""
         return self._docs[self.canonical(name)]
 
+    def __getitem__(self, name: str):
+        """registry[name] is get(name) (mapping-style access, as the old SAMPLERS dict)."""
+        return self.get(name)
+
     def __contains__(self, name: object) -> bool:
         return name in self._aliases
 
