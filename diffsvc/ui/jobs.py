@@ -112,10 +112,11 @@ def _fraction(bar: re.Match) -> float:
 def _alive(pid: int, folder: Path) -> bool:
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)  # reap our own child, if it is one
-        if done == pid:
-            return False
+        # our own child, still running: alive, even in the instant between fork and exec when its
+        # command line is still ours (reading it then made a just-started job look stopped)
+        return done != pid
     except ChildProcessError:
-        pass
+        pass  # not our child (a job started by an earlier server): check it is still the runner
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         stat = Path(f"/proc/{pid}/stat").read_text()
