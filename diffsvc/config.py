@@ -52,8 +52,8 @@ def _f(default, doc: str, *, choices=None, min=None, max=None, min_exclusive=Fal
     """A config field: default, one-line doc, and the constraints checked on load. `choices` is a
     tuple, or a function returning the names of a registry (read when a value is checked)."""
     meta = {"doc": doc, "choices": choices, "min": min, "max": max, "min_exclusive": min_exclusive}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -161,6 +161,10 @@ class Config:
                       "the original PLMS-50 at 2.6x fewer calls)", choices=SAMPLER_NAMES)
     sampling_steps: int = _f(20, "denoiser steps for infer (ddpm ignores it)", min=1)
 
+    # --- a distilled student (written by `diffsvc distill`; empty for a model trained by `train`) ---
+    distill: dict = _f({}, "what this model is when it is a distilled student: method, teacher (path, step), "
+                           "intervals, ema, the step counts it was trained for (see diffsvc/distill)")
+
     def validate(self, source: str = "<config>") -> "Config":
         """Check values that depend on each other; raise ConfigError naming key and file."""
         def bad(key: str, why: str):
@@ -197,6 +201,9 @@ class Config:
         if not self.use_nsf:
             bad("use_nsf", "false (a HiFiGAN without f0 input) is not supported: diffsvc's vocoders are "
                 "NSF-HiFiGAN and the Griffin-Lim stand-in; remove the key or set it to true")
+        if self.sampler == "consistency" and not self.distill:
+            bad("sampler", "consistency samples a distilled student (a model made by `diffsvc distill`); "
+                           "this config is not one")
         if self.use_vec:
             self.content_encoder = "contentvec"
         return self
@@ -253,6 +260,9 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         value = [float(v) for v in value]
         if not all(math.isfinite(v) for v in value):
             bad("expected finite numbers")
+    elif kind == "dict":
+        if not isinstance(value, dict):
+            bad(f"expected a mapping of settings, got {value!r}")
     choices = meta.get("choices")
     if callable(choices):
         choices = choices()

@@ -49,7 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="accept an --f0-in curve shorter than the song: hold its first and last values")
     g = p.add_argument_group("sampling")
     g.add_argument("--sampler", choices=SAMPLERS.names(),
-                   help="sampler (default: the project's; ddim unless its config says otherwise)")
+                   help="sampler (default: the project's; ddim unless its config says otherwise). consistency: "
+                        "convert with the project's distilled student (made by `diffsvc distill`; --steps then "
+                        "picks the student's checkpoint) in 1, 2 or 4 --sampling-steps (default 2)")
     g.add_argument("--sampling-steps", type=int, help="denoiser steps (default: the project's sampling_steps; ddpm "
                                                       "always runs every step of the schedule, plms one step more)")
     g.add_argument("--shallow", type=int, metavar="K", help="start from the input mel noised to step K (shallow diffusion)")
@@ -141,7 +143,6 @@ def run(args: argparse.Namespace) -> int:
     from diffsvc.audio.load import check_audio
     from diffsvc.inference.keyshift import auto_key_choice, parse_key, read_singer_median_hz
     from diffsvc.inference.output import check_output
-    from diffsvc.inference.project import choose_checkpoint
 
     key = parse_key(args.key)
     if args.ckpt and (args.project or args.steps is not None):
@@ -156,8 +157,10 @@ def run(args: argparse.Namespace) -> int:
     from diffsvc.inference.f0_io import load_f0_csv
 
     args.f0_curve = load_f0_csv(args.f0_in) if args.f0_in else None  # a bad file: one line before any model loads
-    choice = choose_checkpoint(args.models_dir, args.project, args.steps, args.ckpt)
+    choice = _choose_model(args)
     tag = f"{choice.project}_steps_{choice.step}" if choice.step >= 0 else f"{choice.project}_{choice.path.stem}"
+    if args.sampler == "consistency":
+        tag = tag.replace(f"{choice.project}_", f"{choice.project}_student_", 1)
     outputs, problems = output_paths(songs, args.out, args.format, tag)
     if len(songs) == 1 and not Path(args.inputs[0]).is_dir():  # one named song: its output is what was asked
         check_output(outputs[0], args.overwrite)
@@ -230,6 +233,21 @@ def _report_failures(problems: dict[Path, str], total: int, converted: int) -> i
     names = ", ".join(str(s) for s in list(problems)[:8]) + (f" and {len(problems) - 8} more" if len(problems) > 8 else "")
     raise DiffSvcError(f"{len(problems)} of {total} input(s) not converted ({names}; see above), "
                        f"{converted} converted")
+
+
+def _choose_model(args):
+    """The checkpoint to convert with: a distilled student for --sampler consistency, else the
+    teacher (which a student's --ckpt must not be asked to sample as)."""
+    from diffsvc.distill.student import check_sampler_fits, config_beside, find_student
+    from diffsvc.inference.project import choose_checkpoint
+
+    if args.sampler == "consistency":
+        return find_student(args.models_dir, args.project, args.steps, args.ckpt)
+    choice = choose_checkpoint(args.models_dir, args.project, args.steps, args.ckpt)
+    config = config_beside(choice.path)
+    if config is not None:
+        check_sampler_fits(config, args.sampler, str(choice.path))
+    return choice
 
 
 def _convert_all(args, songs, outputs, choice, device, key, singer_median, auto_key,

@@ -15,6 +15,7 @@ from diffsvc.errors import DiffSvcError
 COMMANDS = {
     "preprocess": ("diffsvc.cli.preprocess", "slice a folder of recordings into training data and cache f0"),
     "train": ("diffsvc.cli.train", "train (or resume) a project on prepared data"),
+    "distill": ("diffsvc.cli.distill", "distil a project's model into a 1-4 step student (consistency distillation)"),
     "infer": ("diffsvc.cli.infer", "convert songs with a trained project"),
     "models": ("diffsvc.cli.models", "list the pretrained weights in models/ and check that they load"),
     "ui": ("diffsvc.cli.ui", "the whole workflow in a local web page (needs the ui extra: pip install diffsvc[ui])"),

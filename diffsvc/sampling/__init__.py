@@ -13,6 +13,7 @@ from diffsvc.sampling.plms import PLMSSampler
 from diffsvc.sampling.ddim import DDIMSampler
 from diffsvc.sampling.dpm_solver import DPMSolverPlusPlus2M
 from diffsvc.sampling.ddpm import DDPMSampler
+from diffsvc.sampling.consistency import ConsistencySampler
 
 
 def make_sampler(name: str, schedule, steps: int | None = None, *, speedup: int | None = None) -> Sampler:
@@ -23,4 +24,5 @@ def make_sampler(name: str, schedule, steps: int | None = None, *, speedup: int 
 
 
 __all__ = ["SAMPLERS", "Sampler", "make_sampler", "spaced_timesteps", "DDPMSampler", "PLMSSampler",
-           "DDIMSampler", "DPMSolverPlusPlus2M"]
+           "DDIMSampler", "DPMSolverPlusPlus2M",
+           "ConsistencySampler"]

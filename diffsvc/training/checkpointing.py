@@ -43,8 +43,10 @@ def resume_record(state: TrainState, *, world_size: int, plan: BatchPlan) -> dic
     return record
 
 
-def save_checkpoint(state: TrainState, project: Project, *, world_size: int, plan: BatchPlan, keep: int) -> Path:
+def save_checkpoint(state: TrainState, project: Project, *, world_size: int, plan: BatchPlan, keep: int,
+                    extra: dict | None = None) -> Path:
     """Write `model_ckpt_steps_<step>.ckpt` into the project, then prune to the newest `keep`.
+    `extra`: more top-level keys for the checkpoint (a distilled student's `distill` record).
 
     Raises CheckpointWriteError (one line: the path and the system's reason) when the file cannot
     be written; the previous checkpoints are left as they were."""
@@ -52,7 +54,7 @@ def save_checkpoint(state: TrainState, project: Project, *, world_size: int, pla
     try:
         save_model(path, state.model, state.step, epoch=state.epoch,
                    optimizer_states=[state.optimizer.state_dict()], lr_schedulers=[state.scheduler.state_dict()],
-                   extra={RESUME_KEY: resume_record(state, world_size=world_size, plan=plan)})
+                   extra={**(extra or {}), RESUME_KEY: resume_record(state, world_size=world_size, plan=plan)})
     except OSError as e:
         last = project.latest_checkpoint()
         kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"

@@ -77,7 +77,7 @@ class TrainLogger:
 
     @_guarded
     def mel_image(self, tag: str, target: np.ndarray, predicted: np.ndarray, step: int,
-                  vmin: float = -6.0, vmax: float = 1.5) -> None:
+                  vmin: float = -6.0, vmax: float = 1.5, titles: tuple[str, str] = ("target", "sampled")) -> None:
         """Target above, sampled mel below (log10, [T, M]), on the same colour scale."""
         if self.writer is None:
             return
@@ -87,7 +87,7 @@ class TrainLogger:
         import matplotlib.pyplot as plt
 
         fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
-        for ax, mel, title in zip(axes, (target, predicted), ("target", "sampled")):
+        for ax, mel, title in zip(axes, (target, predicted), titles):
             ax.imshow(mel.T, origin="lower", aspect="auto", vmin=vmin, vmax=vmax, interpolation="none")
             ax.set_title(title)
             ax.set_ylabel("mel bin")

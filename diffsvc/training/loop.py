@@ -161,6 +161,7 @@ class Trainer:
         self._bar = None
         self.state: TrainState | None = None
         self.logger: TrainLogger | None = None
+        self.checkpoint_extra: dict = {}  # more top-level keys for each checkpoint (see save_checkpoint)
 
     # --- messages (rank 0 only) ---
     def log(self, message: str) -> None:
@@ -260,7 +261,7 @@ class Trainer:
         if not self.dist.is_main:
             return None
         path = save_checkpoint(self.state, self.options.project, world_size=self.dist.world_size, plan=self.plan,
-                               keep=self.config.num_ckpt_keep)
+                               keep=self.config.num_ckpt_keep, extra=self.checkpoint_extra)
         self.last_checkpoint = path
         return path
 

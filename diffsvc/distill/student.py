@@ -1,0 +1,109 @@
+"""Where a project's student lives and what says it is one.
+
+    models/NAME/student/config.yaml                the teacher's config with sampler: consistency,
+                                                   sampling_steps: 2 and the `distill` record
+    models/NAME/student/model_ckpt_steps_N.ckpt    the student, in the teacher's checkpoint layout (the
+                                                   same DiffNet: whatever loads a denoiser loads it),
+                                                   with the `distill` record at the top level too
+    models/NAME/student/data_stats.json, logs/     as a training project has them
+
+The `distill` record: method ("consistency"), teacher (the checkpoint's path as given), teacher_step,
+solver (the teacher's one-step ODE solver: "ddim"), intervals (N), ema (the target network's rate),
+sampling_steps (the step counts it is meant for: [1, 2, 4]).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from diffsvc.checkpoint import find_checkpoints
+from diffsvc.config import Config, load_config
+from diffsvc.errors import ConfigError, DiffSvcError
+
+STUDENT_DIR = "student"
+METHOD = "consistency"
+DISTILL_KEY = "distill"  # the record's key in the student's config and checkpoint
+DEFAULT_INTERVALS = 20  # N: the teacher's ODE is cut into this many DDIM steps (benchmarks/distill.py; Song et al.
+# 2023 used 18-40, LCM 50: on a short budget fewer intervals learned as well or better, measured 4-50)
+DEFAULT_EMA = 0.95  # the target network's rate (Song et al. 2023, consistency distillation)
+DEFAULT_LR = 1e-4
+DEFAULT_STEPS = 20000
+TRAINED_FOR = [1, 2, 4]
+
+
+def student_root(project_root: str | os.PathLike) -> Path:
+    """The student's folder inside a (teacher's) project folder."""
+    return Path(project_root) / STUDENT_DIR
+
+
+def distill_record(teacher_path: Path, teacher_step: int, *, intervals: int = DEFAULT_INTERVALS,
+                   ema: float = DEFAULT_EMA) -> dict:
+    return {"method": METHOD, "teacher": str(teacher_path), "teacher_step": int(teacher_step), "solver": "ddim",
+            "intervals": int(intervals), "ema": float(ema), "sampling_steps": list(TRAINED_FOR)}
+
+
+def student_config(teacher: Config, record: dict, *, lr: float = DEFAULT_LR, max_updates: int = DEFAULT_STEPS) -> Config:
+    """The student's config: the teacher's sizes, schedule, spec_min/spec_max (the student is the same
+    model) with the consistency sampler at 2 steps, the masked loss, and the `distill` record."""
+    return teacher.replace(sampler="consistency", sampling_steps=2, loss_mask=True, lr=lr, max_updates=max_updates,
+                           distill=dict(record))
+
+
+def is_student(config: Config) -> bool:
+    return bool(config.distill)
+
+
+def config_beside(ckpt: Path) -> Config | None:
+    """The config.yaml beside a checkpoint, or None when there is none (load_model says so later)."""
+    path = ckpt.parent / "config.yaml"
+    if not path.is_file():
+        return None
+    return load_config(path)
+
+
+def find_student(models_dir: str | os.PathLike, project: str | None, steps: int | None,
+                 ckpt: str | os.PathLike | None):
+    """The student checkpoint infer should convert with for `--sampler consistency`: `--ckpt` itself
+    when it is a student, else the newest (or `--steps`) checkpoint of the student beside the named
+    checkpoint or in models/NAME/student/. One clear error when there is none."""
+    from diffsvc.inference.project import CheckpointChoice, list_projects
+
+    if ckpt is not None:
+        path = Path(ckpt)
+        if not path.is_file():
+            raise DiffSvcError(f"{path}: checkpoint not found")
+        config = config_beside(path)
+        if config is not None and is_student(config):
+            step = next((s for s, p in find_checkpoints(path.parent).items() if p.name == path.name), -1)
+            return CheckpointChoice(path, path.parent.parent.name or "model", step)
+        folder, name = student_root(path.parent), path.parent.name or "model"
+    else:
+        models_dir = Path(models_dir)
+        if project is None:
+            projects = sorted(p.name for p in models_dir.iterdir() if find_checkpoints(student_root(p))) \
+                if models_dir.is_dir() else []
+            if len(projects) != 1:
+                which = (f"several projects have one ({', '.join(projects)}); choose with --project NAME" if projects
+                         else f"no project in {models_dir} has one ({', '.join(list_projects(models_dir)) or 'none'})")
+                raise DiffSvcError(f"--sampler consistency converts with a distilled student: {which}")
+            project = projects[0]
+        folder, name = student_root(models_dir / project), project
+    found = find_checkpoints(folder)
+    if not found:
+        raise DiffSvcError(f"--sampler consistency needs a distilled student, and {folder.parent} has none "
+                           f"(no checkpoint in {folder}); make one with `diffsvc distill --project {name}`")
+    if steps is None:
+        steps = max(found)
+    elif steps not in found:
+        raise DiffSvcError(f"the student in {folder} has no checkpoint for step {steps}; "
+                           f"available steps: {', '.join(map(str, found))}")
+    return CheckpointChoice(found[steps], name, steps)
+
+
+def check_sampler_fits(config: Config, sampler: str | None, source: str) -> None:
+    """A student samples with the consistency sampler only; a teacher never does."""
+    if is_student(config) and sampler not in (None, METHOD):
+        raise ConfigError(f"{source} is a distilled student ({config.distill.get('method')} distillation of "
+                          f"{config.distill.get('teacher')}); it samples with --sampler consistency "
+                          f"(1, 2 or 4 --sampling-steps), not {sampler}")

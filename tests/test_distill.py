@@ -1,0 +1,232 @@
+"""`diffsvc distill`: a consistency-distilled student of a tiny model trained on synthetic prepared data.
+
+The resume is bit-exact, the student's checkpoint and config say what it is and load wherever a
+denoiser loads, infer converts with it in 1, 2 and 4 steps, and the student gets closer to its
+teacher's many-step solution than the teacher's DDIM does at the same number of steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from conftest import tiny_config
+from diffsvc.checkpoint import find_checkpoints, load_model
+from diffsvc.cli.main import main
+from diffsvc.config import load_config, save_config
+from diffsvc.data.batch import collate
+from diffsvc.data.dataset import PieceDataset
+from diffsvc.data.prepared import PreparedData
+from diffsvc.distill.objective import TARGET, consistency_grid
+from diffsvc.distill.student import student_root
+from diffsvc.distill.trainer import distill
+from diffsvc.sampling import make_sampler
+from diffsvc.sampling.consistency import boundary_scalings, consistency_timesteps
+from diffsvc.training.checkpointing import RESUME_KEY
+from diffsvc.training.loop import TrainOptions, train
+from diffsvc.training.project import Project
+from prepared_fixture import write_prepared
+
+N_MELS = 16
+MODEL = dict(audio_num_mel_bins=N_MELS, keep_bins=N_MELS, residual_channels=16, timesteps=1000, K_step=1000)
+TEACHER_STEPS = 300
+
+
+def quiet(_msg: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run ten times faster on one thread than on two busy cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return write_prepared(tmp_path_factory.mktemp("prepared"), n_mels=N_MELS)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory, data_dir) -> Path:
+    """A tiny teacher trained TEACHER_STEPS steps (its students inherit its config: no validation
+    in these short runs)."""
+    root = tmp_path_factory.mktemp("teacher")
+    base = root / "base.yaml"
+    save_config(tiny_config(**MODEL, val_check_interval=100, num_ckpt_keep=1, log_interval=50, num_valid_plots=0,
+                            lr=5e-3, decay_steps=600, max_sentences=4, sampler="ddim", sampling_steps=4), base)
+    result = train(TrainOptions(project=Project(root / "models" / "t"), data_dir=data_dir, base_config=base,
+                                max_steps=TEACHER_STEPS, device="cpu", workers=0, progress=False), log=quiet)
+    return result.checkpoint
+
+
+@pytest.fixture(scope="module")
+def validating_teacher(tmp_path_factory, teacher) -> Path:
+    """The same teacher with a config whose students validate every 3 steps, one piece plotted."""
+    folder = tmp_path_factory.mktemp("validating")
+    config = load_config(teacher.parent / "config.yaml").replace(val_check_interval=3, num_valid_plots=1)
+    save_config(config, folder / "config.yaml")
+    (folder / teacher.name).write_bytes(teacher.read_bytes())
+    return folder / teacher.name
+
+
+def student_options(root: Path, data_dir: Path, max_steps: int) -> TrainOptions:
+    return TrainOptions(project=Project(root), data_dir=data_dir, max_steps=max_steps, device="cpu", workers=0,
+                        progress=False)
+
+
+def test_resume_continues_the_distillation_bit_exactly(tmp_path, data_dir, validating_teacher):
+    teacher = validating_teacher
+    straight = distill(student_options(tmp_path / "straight", data_dir, 6), teacher, log=quiet)
+    first = distill(student_options(tmp_path / "resumed", data_dir, 4), teacher, log=quiet)
+    assert first.global_step == 4  # mid-epoch (2 batches per epoch), after a validation at step 3
+    second = distill(student_options(tmp_path / "resumed", data_dir, 6), log=quiet)  # the teacher it recorded
+    assert [r.step for r in second.history] == [5, 6]
+    for a, b in zip(straight.history[4:], second.history):
+        assert a.items == b.items and a.loss == b.loss and a.lr == b.lr
+    ca, cb = (torch.load(r.checkpoint, map_location="cpu", weights_only=True) for r in (straight, second))
+    for key, value in ca["state_dict"].items():
+        assert torch.equal(value, cb["state_dict"][key]), key
+    target_a, target_b = ca[RESUME_KEY]["extras"][TARGET], cb[RESUME_KEY]["extras"][TARGET]
+    for key, value in target_a.items():
+        assert torch.equal(value, target_b[key]), key
+    assert int(target_a["updated_at"]) >= 5  # the target network followed the student
+    # the student moved away from the teacher, and its target network lags behind it
+    teacher_w = load_model(teacher).model.state_dict()
+    key = "denoise_fn.output_projection.weight"
+    assert not torch.equal(ca["state_dict"]["model." + key], teacher_w[key])
+    assert not torch.equal(target_a["model." + key], ca["state_dict"]["model." + key])
+    # TensorBoard got the distillation loss and the student-vs-teacher pictures
+    logs = list((tmp_path / "straight" / "logs").rglob("events.out.tfevents*"))
+    assert logs and any(b"student_vs_teacher/0" in p.read_bytes() for p in logs)
+    assert any(b"val/student_teacher_rms" in p.read_bytes() for p in logs)
+
+
+def test_the_student_says_what_it_is_and_loads_as_a_denoiser(tmp_path, data_dir, teacher):
+    result = distill(student_options(tmp_path / "s", data_dir, 2), teacher, log=quiet)
+    ckpt = torch.load(result.checkpoint, map_location="cpu", weights_only=True)
+    record = ckpt["distill"]
+    assert record["method"] == "consistency" and record["solver"] == "ddim"
+    assert record["teacher"] == str(teacher) and record["teacher_step"] == TEACHER_STEPS
+    assert record["sampling_steps"] == [1, 2, 4] and record["intervals"] >= 1 and 0 <= record["ema"] < 1
+    config = load_config(tmp_path / "s" / "config.yaml")
+    assert config.distill == record and config.sampler == "consistency" and config.sampling_steps == 2
+    student, original = load_model(result.checkpoint), load_model(teacher)
+    assert student.config.distill == record  # the pair loads like any model
+    assert student.model.state_dict().keys() == original.model.state_dict().keys()
+    torch.testing.assert_close(student.model.spec_min, original.model.spec_min)
+    # a teacher asked to continue a student that is not its own is refused
+    other = tmp_path / "elsewhere" / teacher.name
+    other.parent.mkdir()
+    other.write_bytes(teacher.read_bytes())
+    (other.parent / "config.yaml").write_bytes((teacher.parent / "config.yaml").read_bytes())
+    with pytest.raises(Exception, match="is a student of"):
+        distill(student_options(tmp_path / "s", data_dir, 3), other, log=quiet)
+
+
+def test_the_student_beats_the_teachers_ddim_at_the_same_steps(tmp_path, data_dir, teacher):
+    """Distance to the teacher's 1000-step DDIM solution from the same start noise, on the
+    validation pieces: at 1 step the student's untrained start (the teacher's x0 estimate) is
+    exactly DDIM 1, so beating it means the distillation learned."""
+    result = distill(student_options(tmp_path / "s", data_dir, 300), teacher, log=quiet)
+    t_model, s_model = load_model(teacher).model, load_model(result.checkpoint).model
+    valid = PieceDataset(PreparedData.find(data_dir), "valid")
+    batch = collate([valid[i] for i in range(len(valid))])
+    noise = torch.randn(batch.items, 1, N_MELS, batch.mel2ph.shape[1], generator=torch.Generator().manual_seed(0))
+
+    def sample(model, name, steps):
+        return model.sample(batch.units, batch.mel2ph, batch.f0, make_sampler(name, model.schedule(), steps),
+                            lengths=batch.lengths, noise=noise)
+
+    with torch.no_grad():
+        reference = sample(t_model, "ddim", 1000)
+        distance = {(name, n): float((sample(model, name, n) - reference).pow(2).mean().sqrt())
+                    for name, model in (("ddim", t_model), ("consistency", s_model)) for n in (1, 2)}
+    assert distance["consistency", 1] < 0.97 * distance["ddim", 1], distance
+    assert distance["consistency", 2] < 0.9 * distance["ddim", 2], distance
+
+
+def test_consistency_sampler_parts():
+    c_skip, c_out = boundary_scalings(torch.tensor([0, 1, 500]))
+    assert float(c_skip[0]) == 1.0 and float(c_out[0]) == 0.0  # f(x, 0) = x: the boundary condition
+    assert float(c_skip[1]) < 0.01 and float(c_out[2]) > 0.999  # elsewhere the network's x0 estimate
+    assert consistency_timesteps(1000, 1) == [999]
+    assert consistency_timesteps(1000, 2) == [999, 499]
+    assert consistency_timesteps(1000, 4) == [999, 749, 499, 249]
+    assert consistency_timesteps(3, 8) == [2, 1, 0]
+    grid = consistency_grid(1000, 20)
+    assert grid[0] == 0 and grid[-1] == 999 and len(grid) == 21 and bool((grid.diff() > 0).all())
+
+
+def test_consistency_sampler_on_a_padded_batch_equals_one_at_a_time():
+    torch.manual_seed(0)
+    config = tiny_config(spec_min=[-5.0] * 128, spec_max=[0.0] * 128, sampler="consistency",
+                         distill={"method": "consistency"})
+    from diffsvc.model.diffusion import GaussianDiffusion
+
+    model = GaussianDiffusion.from_config(config).eval()
+    torch.nn.init.normal_(model.denoise_fn.output_projection.weight, std=0.3)
+    lengths = [23, 9, 16]
+    g = torch.Generator().manual_seed(0)
+    units = torch.randn(3, 23, 256, generator=g)
+    mel2ph = torch.zeros(3, 23, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        mel2ph[i, :n] = torch.arange(1, n + 1)
+    f0 = torch.log2(torch.full((3, 23), 220.0))
+    noise = torch.randn(3, 1, 128, 23, generator=g)
+    for steps in (1, 2, 4):
+        sampler = make_sampler("consistency", model.schedule(), steps)
+        assert sampler.num_denoiser_calls(model.K_step) == steps
+        with torch.no_grad():
+            batched = model.sample(units, mel2ph, f0, sampler, lengths=torch.tensor(lengths), noise=noise)
+            for i, n in enumerate(lengths):
+                single = model.sample(units[i:i + 1, :n], mel2ph[i:i + 1, :n], f0[i:i + 1, :n], sampler,
+                                      lengths=torch.tensor([n]), noise=noise[i:i + 1, ..., :n])
+                torch.testing.assert_close(batched[i:i + 1, :n], single, rtol=1e-4, atol=1e-4)
+                assert (batched[i, n:] == 0).all()
+
+
+# --- the commands -----------------------------------------------------------------------------
+
+def test_distill_and_infer_with_the_student_in_1_2_and_4_steps(tmp_path, monkeypatch, capsys):
+    """A 44.1 kHz project (the infer fixture's tiny random model) distilled by the command, then
+    converted by infer with --sampler consistency: the output has the input's length; a project
+    without a student and a student asked for another sampler are one clear line each."""
+    from audio_synth import synth_voice
+    from infer_fixture import write_project
+
+    monkeypatch.chdir(tmp_path)
+    write_project(tmp_path, "singer", steps=(1000,), val_check_interval=2, num_valid_plots=0)
+    write_prepared(tmp_path / "raw" / ".diffsvc", n_mels=128, lengths=(40, 48), valid_lengths=(30,))
+    wav, _ = synth_voice(1.5, 44100, f0=[(1.0, 220.0), (0.5, 0.0)], seed=0)
+    sf.write(tmp_path / "song.wav", wav, 44100)
+
+    assert main(["infer", "song.wav", "--project", "singer", "--sampler", "consistency", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "diffsvc distill --project singer" in err
+
+    assert main(["distill", "--project", "singer", "--steps", "2", "--device", "cpu", "--workers", "0",
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    student = student_root(tmp_path / "models" / "singer")
+    assert sorted(find_checkpoints(student)) == [2]
+    for steps in (1, 2, 4):
+        rc = main(["infer", "song.wav", "--project", "singer", "--sampler", "consistency", "--sampling-steps",
+                   str(steps), "--seed", "0", "--out", f"out{steps}.wav", "--quiet"])
+        assert rc == 0, capsys.readouterr().err
+        out, sr = sf.read(tmp_path / f"out{steps}.wav")
+        assert sr == 44100 and len(out) == len(wav) and np.abs(out).max() > 0
+        assert f"consistency {steps} steps" in capsys.readouterr().err
+    # the student's own checkpoint samples with the consistency sampler by default, and only with it
+    ckpt = str(student / "model_ckpt_steps_2.ckpt")
+    assert main(["infer", "song.wav", "--ckpt", ckpt, "--out", "own.wav", "--seed", "0", "--quiet"]) == 0
+    assert "consistency 2 steps" in capsys.readouterr().err
+    assert main(["infer", "song.wav", "--ckpt", ckpt, "--sampler", "ddim", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "distilled student" in err and "--sampler consistency" in err
