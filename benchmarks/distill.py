@@ -1,0 +1,160 @@
+"""The distilled student against the teacher's samplers, side by side in one run.
+
+Trains a small teacher on synthetic prepared data (the tests' singer: each piece's mel a smooth
+function of its content units and f0), distils a consistency student from it with `diffsvc
+distill`'s code, then samples the validation pieces from the same start noise with every sampler
+and reports, per sampler: denoiser calls, seconds, the RMS distance to the teacher's 1000-step DDIM
+solution (normalised mel units, as benchmarks/sampler.py), and the reconstruction error of the
+validation pieces (RMS log10-mel distance to the real mels, over real frames). Each figure is the
+mean over --seeds start noises; `spread` is the largest minus the smallest reconstruction error
+over those seeds (how much the seed alone moves it).
+
+"teacher via consistency steps" is the teacher sampled with the student's sampler (before any
+distillation the student is its teacher): what the distillation itself adds is the difference.
+
+    python benchmarks/distill.py                       # a few minutes on one CPU thread
+    python benchmarks/distill.py --distill-steps 4000  # longer distillation
+
+Prints the table and writes benchmarks/results/distill.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+from common import machine_line, markdown_table, write_result  # noqa: E402
+
+from diffsvc.checkpoint import load_model  # noqa: E402
+from diffsvc.config import Config, save_config  # noqa: E402
+from diffsvc.data.batch import collate  # noqa: E402
+from diffsvc.data.dataset import PieceDataset  # noqa: E402
+from diffsvc.data.prepared import PreparedData  # noqa: E402
+from diffsvc.distill.student import student_root  # noqa: E402
+from diffsvc.distill.trainer import distill  # noqa: E402
+from diffsvc.sampling import make_sampler  # noqa: E402
+from diffsvc.training.loop import TrainOptions, train  # noqa: E402
+from diffsvc.training.project import Project  # noqa: E402
+
+TRAIN_LENGTHS = tuple(40 + (7 * i) % 61 for i in range(32))
+VALID_LENGTHS = (50, 64, 72, 90)
+
+
+def teacher_config(n_mels: int) -> Config:
+    return Config(audio_num_mel_bins=n_mels, keep_bins=n_mels, residual_layers=4, residual_channels=32,
+                  crop_frames=0, ds_workers=0, lr=2e-3, decay_steps=1500, max_sentences=8, val_check_interval=100000,
+                  num_ckpt_keep=1, log_interval=100, num_valid_plots=0, sampler="ddim", sampling_steps=20,
+                  spec_min=[-5.0], spec_max=[0.0]).validate("<benchmark>")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher-steps", type=int, default=2000)
+    parser.add_argument("--distill-steps", type=int, default=1500)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--n-mels", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: small models run faster on one thread of a busy machine)")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep the data and models here (default: temporary)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from prepared_fixture import write_prepared
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.workdir or Path(tmp)
+        started = time.perf_counter()
+        data = write_prepared(work / "prepared", n_mels=args.n_mels, lengths=TRAIN_LENGTHS, valid_lengths=VALID_LENGTHS)
+        save_config(teacher_config(args.n_mels), work / "teacher.yaml")
+        project = Project(work / "models" / "singer")
+        opts = dict(data_dir=data, device="cpu", workers=0, progress=False)
+        teacher = train(TrainOptions(project=project, base_config=work / "teacher.yaml",
+                                     max_steps=args.teacher_steps, **opts), log=lambda m: None)
+        teacher_s = time.perf_counter() - started
+        losses = []
+        student = distill(TrainOptions(project=Project(student_root(project.root)), max_steps=args.distill_steps,
+                                       **opts), teacher.checkpoint, on_step=lambda r: losses.append(r.loss),
+                          log=lambda m: None)
+        distill_s = time.perf_counter() - started - teacher_s
+        rows, summary = measure(load_model(teacher.checkpoint).model, load_model(student.checkpoint).model, data,
+                                args.seeds)
+    k = len(losses) // 10 or 1
+    text = "\n".join([
+        "# Distillation benchmark", "",
+        f"Machine: {machine_line(torch.device('cpu'))}. Teacher: DiffNet {teacher_config(args.n_mels).residual_layers}"
+        f"x{teacher_config(args.n_mels).residual_channels}, {args.n_mels} mel bins, trained {args.teacher_steps} steps "
+        f"({teacher_s:.0f} s) on synthetic prepared data ({len(TRAIN_LENGTHS)} pieces); student: consistency "
+        f"distillation, {args.distill_steps} steps ({distill_s:.0f} s; distillation loss {sum(losses[:k]) / k:.4g} "
+        f"over the first tenth, {sum(losses[-k:]) / k:.4g} over the last). {len(VALID_LENGTHS)} validation pieces "
+        f"({sum(VALID_LENGTHS)} frames), {args.seeds} start noises, each shared by every sampler.", "",
+        markdown_table(["sampler", "denoiser calls", "seconds", "distance to DDIM 1000", "reconstruction error",
+                        "spread over seeds"], rows), "",
+        summary, "",
+        "Command: `python benchmarks/distill.py` (" + " ".join(sys.argv[1:]) + ")" if argv is None
+        else "Command: `python benchmarks/distill.py`",
+    ]) + "\n"
+    print(text)
+    print(f"wrote {write_result('distill.md', text)}")
+    return 0
+
+
+def measure(teacher, student, data_dir: Path, seeds: int):
+    valid = PieceDataset(PreparedData.find(data_dir), "valid")
+    batch = collate([valid[i] for i in range(len(valid))])
+    mask = (torch.arange(batch.mel2ph.shape[1])[None] < batch.lengths[:, None]).float()[..., None]
+    frames_bins = float(mask.sum()) * batch.mel.shape[-1]
+
+    def sample(model, name, steps, noise):
+        sampler = make_sampler(name, model.schedule(), steps)
+        calls = sampler.num_denoiser_calls(model.K_step)
+        start = time.perf_counter()
+        with torch.no_grad():
+            mel = model.sample(batch.units, batch.mel2ph, batch.f0, sampler, lengths=batch.lengths, noise=noise)
+        return mel, calls, time.perf_counter() - start
+
+    def rms(a, b):
+        return float((((a - b) ** 2) * mask).sum() / frames_bins) ** 0.5
+
+    cases = [("PLMS 50 (the original's)", teacher, "plms", 50), ("DDIM 20 (our default)", teacher, "ddim", 20),
+             ("DPM-Solver++ 10", teacher, "dpm-solver++", 10), ("DDIM 2", teacher, "ddim", 2),
+             ("teacher via consistency steps, 2", teacher, "consistency", 2),
+             ("student, 1 step", student, "consistency", 1), ("student, 2 steps", student, "consistency", 2),
+             ("student, 4 steps", student, "consistency", 4)]
+    results = {name: {"dist": [], "recon": [], "s": [], "calls": 0} for name, *_ in cases}
+    for seed in range(seeds):
+        noise = torch.randn(batch.items, 1, teacher.n_mels, batch.mel2ph.shape[1],
+                            generator=torch.Generator().manual_seed(seed))
+        reference, _, _ = sample(teacher, "ddim", 1000, noise)
+        ref_norm = teacher.norm_spec(reference)
+        for name, model, sampler, steps in cases:
+            mel, calls, seconds = sample(model, sampler, steps, noise)
+            r = results[name]
+            r["calls"] = calls
+            r["s"].append(seconds)
+            r["dist"].append(rms(teacher.norm_spec(mel), ref_norm))
+            r["recon"].append(rms(mel, batch.mel))
+    rows = []
+    for name, *_ in cases:
+        r = results[name]
+        mean = lambda v: sum(v) / len(v)  # noqa: E731
+        rows.append([name, r["calls"], mean(r["s"]), mean(r["dist"]), mean(r["recon"]), max(r["recon"]) - min(r["recon"])])
+    by = {row[0]: row for row in rows}
+    ddim = by["DDIM 20 (our default)"]
+    best = min((by[n] for n in ("student, 1 step", "student, 2 steps")), key=lambda row: row[4])
+    goal = best[4] <= ddim[4] + ddim[5]
+    summary = (f"Goal (student at 2 steps or fewer reconstructs as well as DDIM 20, within the spread between seeds, "
+               f"with at least 10x fewer denoiser calls): {best[0]} reconstructs at {best[4]:.4g} against DDIM 20's "
+               f"{ddim[4]:.4g} (spread {ddim[5]:.2g}) with {ddim[1] / best[1]:.0f}x fewer calls: "
+               f"{'met' if goal else 'NOT met'}.")
+    return rows, summary
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
