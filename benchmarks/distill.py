@@ -64,6 +64,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: small models run faster on one thread of a busy machine)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the data and models here (default: temporary)")
+    parser.add_argument("--out", default="distill.md", help="result file name in benchmarks/results/")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from prepared_fixture import write_prepared
@@ -97,11 +98,15 @@ def main(argv=None) -> int:
         markdown_table(["sampler", "denoiser calls", "seconds", "distance to DDIM 1000", "reconstruction error",
                         "spread over seeds"], rows), "",
         summary, "",
+        "PLMS is the original's sampler as it ran (no clipping of its x0 estimates): on this model it diverges, "
+        "as benchmarks/sampler.py found on the demo's. 'teacher via consistency steps' is the teacher sampled "
+        "at the student's steps (999, 499) with the student's update: the student before any distillation; "
+        "what the distillation adds is the student's row against it.", "",
         "Command: `python benchmarks/distill.py` (" + " ".join(sys.argv[1:]) + ")" if argv is None
         else "Command: `python benchmarks/distill.py`",
     ]) + "\n"
     print(text)
-    print(f"wrote {write_result('distill.md', text)}")
+    print(f"wrote {write_result(args.out, text)}")
     return 0
 
 
