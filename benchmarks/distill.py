@@ -4,8 +4,9 @@ Trains a small teacher on synthetic prepared data (the tests' singer: each piece
 function of its content units and f0), distils a consistency student from it with `diffsvc
 distill`'s code, then samples the validation pieces from the same start noise with every sampler
 and reports, per sampler: denoiser calls, seconds, the RMS distance to the teacher's 1000-step DDIM
-solution (normalised mel units, as benchmarks/sampler.py), and the reconstruction error of the
-validation pieces (RMS log10-mel distance to the real mels, over real frames). Each figure is the
+solution (RMS, normalised mel units, as benchmarks/sampler.py), and the reconstruction error of the
+validation pieces (the log-mel distance `diffsvc eval` reports, diffsvc.evaluation.metrics:
+mean absolute log10-mel difference to the real mels over real frames, averaged over the pieces). Each figure is the
 mean over --seeds start noises; `spread` is the largest minus the smallest reconstruction error
 over those seeds (how much the seed alone moves it).
 
@@ -39,6 +40,7 @@ from diffsvc.data.batch import collate  # noqa: E402
 from diffsvc.data.dataset import PieceDataset  # noqa: E402
 from diffsvc.data.prepared import PreparedData  # noqa: E402
 from diffsvc.distill.student import student_root  # noqa: E402
+from diffsvc.evaluation.metrics import log_mel_distance  # noqa: E402
 from diffsvc.distill.trainer import distill  # noqa: E402
 from diffsvc.sampling import make_sampler  # noqa: E402
 from diffsvc.training.loop import TrainOptions, train  # noqa: E402
@@ -95,7 +97,7 @@ def main(argv=None) -> int:
         f"distillation, {args.distill_steps} steps ({distill_s:.0f} s; distillation loss {sum(losses[:k]) / k:.4g} "
         f"over the first tenth, {sum(losses[-k:]) / k:.4g} over the last). {len(VALID_LENGTHS)} validation pieces "
         f"({sum(VALID_LENGTHS)} frames), {args.seeds} start noises, each shared by every sampler.", "",
-        markdown_table(["sampler", "denoiser calls", "seconds", "distance to DDIM 1000", "reconstruction error",
+        markdown_table(["sampler", "denoiser calls", "seconds", "distance to DDIM 1000", "reconstruction (log-mel distance)",
                         "spread over seeds"], rows), "",
         summary, "",
         "PLMS is the original's sampler as it ran (no clipping of its x0 estimates): on this model it diverges, "
@@ -127,6 +129,10 @@ def measure(teacher, student, data_dir: Path, seeds: int):
     def rms(a, b):
         return float((((a - b) ** 2) * mask).sum() / frames_bins) ** 0.5
 
+    def recon(mel):
+        return sum(log_mel_distance(mel[i, :n].numpy(), batch.mel[i, :n].numpy())
+                   for i, n in enumerate(batch.lengths.tolist())) / batch.items
+
     cases = [("PLMS 50 (the original's)", teacher, "plms", 50), ("DDIM 20 (our default)", teacher, "ddim", 20),
              ("DPM-Solver++ 10", teacher, "dpm-solver++", 10), ("DDIM 2", teacher, "ddim", 2),
              ("teacher via consistency steps, 2", teacher, "consistency", 2),
@@ -144,7 +150,7 @@ def measure(teacher, student, data_dir: Path, seeds: int):
             r["calls"] = calls
             r["s"].append(seconds)
             r["dist"].append(rms(teacher.norm_spec(mel), ref_norm))
-            r["recon"].append(rms(mel, batch.mel))
+            r["recon"].append(recon(mel))
     rows = []
     for name, *_ in cases:
         r = results[name]

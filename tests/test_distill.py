@@ -6,6 +6,7 @@ teacher's many-step solution than the teacher's DDIM does at the same number of 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -194,10 +195,11 @@ def test_consistency_sampler_on_a_padded_batch_equals_one_at_a_time():
 
 # --- the commands -----------------------------------------------------------------------------
 
-def test_distill_and_infer_with_the_student_in_1_2_and_4_steps(tmp_path, monkeypatch, capsys):
+def test_distill_then_infer_and_eval_with_the_student(tmp_path, monkeypatch, capsys):
     """A 44.1 kHz project (the infer fixture's tiny random model) distilled by the command, then
-    converted by infer with --sampler consistency: the output has the input's length; a project
-    without a student and a student asked for another sampler are one clear line each."""
+    converted by infer with --sampler consistency in 1, 2 and 4 steps: the output has the input's
+    length; eval scores the student (its report in the student's folder); a project without a
+    student and a student asked for another sampler are one clear line each."""
     from audio_synth import synth_voice
     from infer_fixture import write_project
 
@@ -230,3 +232,10 @@ def test_distill_and_infer_with_the_student_in_1_2_and_4_steps(tmp_path, monkeyp
     assert main(["infer", "song.wav", "--ckpt", ckpt, "--sampler", "ddim", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "distilled student" in err and "--sampler consistency" in err
+    # eval picks the student the same way
+    assert main(["eval", "--project", "singer", "--sampler", "consistency", "--sampling-steps", "1", "--device",
+                 "cpu"]) == 0, capsys.readouterr().err
+    report = json.loads((student / "eval.json").read_text())
+    assert [r["step"] for r in report["rows"]] == [2] and report["settings"]["sampler"] == "consistency"
+    assert report["rows"][0]["recon_log_mel_l1"] > 0
+    assert not (tmp_path / "models" / "singer" / "eval.json").exists()

@@ -44,18 +44,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-pieces", type=int, default=8, help="validation pieces reconstructed (default 8)")
     g = p.add_argument_group("conversion")
     g.add_argument("--key", type=float, default=0.0, help="transpose songs by semitones (default 0)")
-    g.add_argument("--sampler", choices=("plms", "ddim", "dpm-solver++", "ddpm"), help="default: the project's")
+    g.add_argument("--sampler", choices=("plms", "ddim", "dpm-solver++", "ddpm", "consistency"),
+                   help="default: the project's. consistency: evaluate the project's distilled student (diffsvc "
+                        "distill; --steps/--all-steps then pick the student's checkpoints)")
     g.add_argument("--sampling-steps", type=int, help="denoiser steps (default: the project's sampling_steps)")
     g.add_argument("--seed", type=int, default=0, help="start noise seed, the same for every checkpoint (default 0)")
 
 
-def choose_checkpoints(models_dir: str, project: str | None, steps: list[int] | None, all_steps: bool) -> list:
+def choose_checkpoints(models_dir: str, project: str | None, steps: list[int] | None, all_steps: bool,
+                       sampler: str | None = None) -> list:
     from diffsvc.checkpoint import find_checkpoints
+    from diffsvc.distill.student import check_sampler_fits, config_beside, find_student
     from diffsvc.inference.project import CheckpointChoice, choose_checkpoint
 
+    if sampler == "consistency":  # the student's checkpoints (models/NAME/student/)
+        if steps:
+            return [find_student(models_dir, project, s, None) for s in sorted(set(steps))]
+        newest = find_student(models_dir, project, None, None)
+        return [newest] if not all_steps else [
+            CheckpointChoice(path, newest.project, step) for step, path in sorted(find_checkpoints(newest.path.parent).items())]
     if steps:
         return [choose_checkpoint(models_dir, project, s) for s in sorted(set(steps))]
     newest = choose_checkpoint(models_dir, project, None)
+    config = config_beside(newest.path)
+    if config is not None:
+        check_sampler_fits(config, sampler, str(newest.path))
     if not all_steps:
         return [newest]
     return [CheckpointChoice(path, newest.project, step)
@@ -83,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--sampling-steps", args.sampling_steps), ("--max-pieces", args.max_pieces)):
         if value is not None and value < 1:
             raise DiffSvcError(f"{flag} must be at least 1, got {value}")
-    choices = choose_checkpoints(args.models_dir, args.project, args.steps, args.all_steps)
+    choices = choose_checkpoints(args.models_dir, args.project, args.steps, args.all_steps, args.sampler)
     data, data_note = load_data(args.data)
     names = list(args.songs) + list(getattr(args, "songs_after_steps", []))
     songs = {path: load_audio(path) for path in (collect_inputs(names) if names else [])}
