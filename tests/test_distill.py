@@ -107,6 +107,7 @@ def test_resume_continues_the_distillation_bit_exactly(tmp_path, data_dir, valid
     logs = list((tmp_path / "straight" / "logs").rglob("events.out.tfevents*"))
     assert logs and any(b"student_vs_teacher/0" in p.read_bytes() for p in logs)
     assert any(b"val/student_teacher_rms" in p.read_bytes() for p in logs)
+    assert any(b"eval/" in p.read_bytes() for p in logs)  # eval's figures, sampled as the student samples
 
 
 def test_the_student_says_what_it_is_and_loads_as_a_denoiser(tmp_path, data_dir, teacher):

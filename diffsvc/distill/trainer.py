@@ -105,7 +105,8 @@ class StudentValidator(Validator):
     """Validation of a student: the loop's validation (distillation loss on the validation pieces,
     the student's samples against the targets), plus the teacher's sample of each plotted piece
     from the same start noise (its config's sampler and steps), logged above the student's
-    (`student_vs_teacher/N`), and their RMS log-mel distance (val/student_teacher_rms)."""
+    (`student_vs_teacher/N`), and their RMS log-mel distance (val/student_teacher_rms). eval's
+    figures (eval/*) sample with the student's sampler and steps."""
 
     def __init__(self, base: Validator, teacher: LoadedModel):
         self.__dict__.update(base.__dict__)
@@ -120,6 +121,20 @@ class StudentValidator(Validator):
             self.logger.scalars({"val/student_teacher_rms": float(np.mean(self._distances))}, step)
             self.logger.flush()
         return value
+
+    def figures(self, model) -> dict[str, float]:
+        """eval's figures (eval/*) as the loop logs them, sampled as the student samples."""
+        if self._figures is None:
+            try:
+                from diffsvc.evaluation.reconstruction import ValidationFigures
+
+                self._pieces = [self.valid_set.data.load(p) for p in self.valid_set.pieces]
+                self._figures = ValidationFigures(self.config, self.device, vocoder=self.vocoder(), log=self.log,
+                                                  sampler=self.config.sampler, sampling_steps=self.config.sampling_steps)
+            except Exception as e:  # noqa: BLE001 - figures in the logs must never stop training
+                self.log(f"validation figures disabled ({e})")
+                self._figures = False
+        return super().figures(model)
 
     def render(self, model, index: int, batch, step: int) -> torch.Tensor:
         mel = super().render(model, index, batch, step)
