@@ -142,3 +142,30 @@ def test_train_init_from_an_original_checkpoint(original, tmp_path, monkeypatch,
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert f"initialised from {ckpt}" in captured.out + captured.err
+
+
+def test_distill_an_original_project_leaves_it_untouched(original, tmp_path, monkeypatch, capsys):
+    """`diffsvc distill` takes an original checkpoint as the teacher (full size, one step) and
+    writes only the student's folder beside it."""
+    import hashlib
+
+    from diffsvc.checkpoint import load_model
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(original / "models" / "nyaru", tmp_path / "models" / "nyaru")
+    data = write_prepared(tmp_path / "prepared", lengths=(40, 48), valid_lengths=(40,))
+    project = tmp_path / "models" / "nyaru"
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in project.iterdir()}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one step of the full-size model: much faster on one thread of busy cores
+    try:
+        rc = main(["distill", "--project", "nyaru", "--data", str(data), "--steps", "1", "--device", "cpu",
+                   "--workers", "0", "--no-progress", "--batch-size", "2"])
+    finally:
+        torch.set_num_threads(threads)
+    assert rc == 0, capsys.readouterr().err
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in project.iterdir() if p.is_file()}
+    assert after == before and sorted(p.name for p in project.iterdir() if p.is_dir()) == ["student"]
+    student = load_model(project / "student" / "model_ckpt_steps_1.ckpt")
+    assert student.config.distill["teacher_step"] == STEP and student.config.sampler == "consistency"
+    assert student.config.residual_layers == 20 and student.config.residual_channels == 384  # the teacher's size
