@@ -201,9 +201,6 @@ class Config:
         if not self.use_nsf:
             bad("use_nsf", "false (a HiFiGAN without f0 input) is not supported: diffsvc's vocoders are "
                 "NSF-HiFiGAN and the Griffin-Lim stand-in; remove the key or set it to true")
-        if self.sampler == "consistency" and not self.distill:
-            bad("sampler", "consistency samples a distilled student (a model made by `diffsvc distill`); "
-                           "this config is not one")
         if self.use_vec:
             self.content_encoder = "contentvec"
         return self

@@ -44,7 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-pieces", type=int, default=8, help="validation pieces reconstructed (default 8)")
     g = p.add_argument_group("conversion")
     g.add_argument("--key", type=float, default=0.0, help="transpose songs by semitones (default 0)")
-    g.add_argument("--sampler", choices=("plms", "ddim", "dpm-solver++", "ddpm", "consistency"),
+    from diffsvc.sampling import SAMPLERS
+
+    g.add_argument("--sampler", choices=SAMPLERS.names(),
                    help="default: the project's. consistency: evaluate the project's distilled student (diffsvc "
                         "distill; --steps/--all-steps then pick the student's checkpoints)")
     g.add_argument("--sampling-steps", type=int, help="denoiser steps (default: the project's sampling_steps)")

@@ -102,8 +102,14 @@ def find_student(models_dir: str | os.PathLike, project: str | None, steps: int 
 
 
 def check_sampler_fits(config: Config, sampler: str | None, source: str) -> None:
-    """A student samples with the consistency sampler only; a teacher never does."""
-    if is_student(config) and sampler not in (None, METHOD):
+    """A student samples with the consistency sampler only; a teacher never does. `sampler`: the
+    one asked for (None: the config's own)."""
+    sampler = sampler or config.sampler
+    if not is_student(config) and sampler == METHOD:
+        raise ConfigError(f"{source} is not a distilled student (its config.yaml has no distill record), and the "
+                          "consistency sampler samples students only; make one with `diffsvc distill`, or choose "
+                          "another sampler")
+    if is_student(config) and sampler != METHOD:
         raise ConfigError(f"{source} is a distilled student ({config.distill.get('method')} distillation of "
                           f"{config.distill.get('teacher')}); it samples with --sampler consistency "
                           f"(1, 2 or 4 --sampling-steps), not {sampler}")
