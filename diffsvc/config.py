@@ -296,7 +296,10 @@ def original_value(key: str, value: Any, source: str = "<config>") -> Any:
     if key not in ORIGINAL_VALUES and key not in ORIGINAL_UNSUPPORTED or not isinstance(value, str):
         return value
     name = value.rsplit(".", 1)[-1].lower()
-    if name in ORIGINAL_VALUES.get(key, {}) and value not in FIELDS[key].metadata.get("choices", ()):
+    choices = FIELDS[key].metadata.get("choices") or ()
+    if callable(choices):  # a registry's names
+        choices = choices()
+    if name in ORIGINAL_VALUES.get(key, {}) and value not in choices:
         return ORIGINAL_VALUES[key][name]
     if name in ORIGINAL_UNSUPPORTED.get(key, {}):
         raise ConfigError(f"{source}: {key}: {value} {ORIGINAL_UNSUPPORTED[key][name]}")
