@@ -104,8 +104,7 @@ def main(argv=None) -> int:
         "as benchmarks/sampler.py found on the demo's. 'teacher via consistency steps' is the teacher sampled "
         "at the student's steps (999, 499) with the student's update: the student before any distillation; "
         "what the distillation adds is the student's row against it.", "",
-        "Command: `python benchmarks/distill.py` (" + " ".join(sys.argv[1:]) + ")" if argv is None
-        else "Command: `python benchmarks/distill.py`",
+        "Command: `" + " ".join(["python benchmarks/distill.py", *(sys.argv[1:] if argv is None else argv)]) + "`",
     ]) + "\n"
     print(text)
     print(f"wrote {write_result(args.out, text)}")
