@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/preprocess.py
 	$(PY) benchmarks/train.py
 	$(PY) benchmarks/infer.py
+	$(PY) benchmarks/distill.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
