@@ -65,9 +65,10 @@ def _projects(models_dir: Path) -> list[str]:
             continue
         try:
             cfg = load_config(folder / "config.yaml")
+            # the original's backbone is shown by its size alone (as the README shows it), another one by name
             size = (f"{cfg.residual_layers}x{cfg.residual_channels}" if cfg.diff_decoder_type == "wavenet"
-                    else f"{cfg.lynxnet_layers}x{cfg.lynxnet_channels}")
-            kind = f"{cfg.audio_sample_rate} Hz, {cfg.diff_decoder_type} {size}, {cfg.content_encoder}"
+                    else f"{cfg.diff_decoder_type} {cfg.lynxnet_layers}x{cfg.lynxnet_channels}")
+            kind = f"{cfg.audio_sample_rate} Hz, {size}, {cfg.content_encoder}"
         except DiffSvcError as e:
             kind = f"config problem: {e}"
         shown = ", ".join(str(s) for s in list(steps)[-5:])
