@@ -221,6 +221,18 @@ FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 _TYPES = {f.name: f.type for f in dataclasses.fields(Config)}
 
 
+def _spelling(name: str) -> str:
+    return name.strip().lower().replace("_", "-").replace(" ", "-")
+
+
+def _choice_spelling(value: str, choices) -> str:
+    """The choice `value` names when case, `_` or spaces are ignored (value itself when none)."""
+    for choice in choices:
+        if isinstance(choice, str) and _spelling(choice) == _spelling(value):
+            return choice
+    return value
+
+
 def _coerce(key: str, value: Any, source: str) -> Any:
     """Turn a YAML value into the field's type, or raise ConfigError naming key and file."""
     meta = FIELDS[key].metadata
@@ -263,6 +275,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     choices = meta.get("choices")
     if callable(choices):
         choices = choices()
+    if choices is not None and isinstance(value, str) and value not in choices:
+        value = _choice_spelling(value, choices)  # NSF-HiFiGAN, Griffin_Lim, PLMS: the names as written
     if choices is not None and value not in choices:
         bad(f"{value!r} is not one of {', '.join(map(str, choices))}")
     lo, hi = meta.get("min"), meta.get("max")
@@ -347,7 +361,13 @@ def load_config(path: str | os.PathLike | None = None, *, strict: bool | None = 
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: not valid YAML{where}") from None
+        problem = getattr(e, "problem", None)
+        line = text.splitlines()[mark.line] if mark is not None and mark.line < len(text.splitlines()) else ""
+        if "\t" in line[:mark.column + 1 if mark is not None else 0]:
+            why = ": a tab in the indentation (YAML indents with spaces only); replace tabs with spaces"
+        else:
+            why = f" ({problem})" if problem else ""
+        raise ConfigError(f"{path}: not valid YAML{where}{why}") from None
     if data is None:
         data = {}
     if strict is None:

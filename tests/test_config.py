@@ -1,6 +1,7 @@
 """The typed configuration: defaults, the original's config.yaml, and one clear error per mistake."""
 
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -72,3 +73,32 @@ def test_cli_help_and_version():
     version = run([sys.executable, "-m", "diffsvc", "--version"], timeout=300, check=True)
     from diffsvc import __version__
     assert version.stdout.strip() == f"diffsvc {__version__}"
+
+
+FIXTURE_NSF = Path(__file__).parent / "fixtures" / "original_config_nsf.yaml"
+
+
+def _write_text(tmp_path, text):
+    path = tmp_path / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_choice_values_match_whatever_their_spelling(tmp_path):
+    """`vocoder: NSF-HiFiGAN`, `sampler: DPM-Solver++`, `f0_extractor: Crepe_Tiny` name our choices."""
+    text = FIXTURE_NSF.read_text(encoding="utf-8").replace(
+        "vocoder: network.vocoders.nsf_hifigan.NsfHifiGAN", "vocoder: NSF-HiFiGAN")
+    config = load_config(_write_text(tmp_path, text + "sampler: DPM-Solver++\nf0_extractor: Crepe_Tiny\n"))
+    assert (config.vocoder, config.sampler, config.f0_extractor) == ("nsf-hifigan", "dpm-solver++", "crepe-tiny")
+
+
+def test_tab_indentation_is_named(tmp_path):
+    text = FIXTURE_NSF.read_text(encoding="utf-8").replace("\n  ", "\n\t")
+    with pytest.raises(ConfigError, match=r"line \d+: a tab in the indentation .*replace tabs with spaces"):
+        load_config(_write_text(tmp_path, text))
+
+
+def test_crlf_original_config_loads(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_bytes(FIXTURE_NSF.read_bytes().replace(b"\n", b"\r\n"))
+    assert load_config(path).vocoder == "nsf-hifigan"
