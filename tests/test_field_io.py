@@ -284,6 +284,23 @@ def test_truncated_files_of_every_container_are_refused(tmp_path):
     assert check_audio(open_ended).duration == pytest.approx(1.5, abs=1e-3)
 
 
+def test_truncated_ogg_is_refused(tmp_path):
+    """Ogg declares no length: a cut file is known by its last page (whole, end-of-stream flag)."""
+    vorbis = song(tmp_path / "ok.ogg", format="OGG", subtype="VORBIS")
+    opus = tmp_path / "ok.opus"
+    sf.write(opus, np.zeros(48000, np.float32) + 0.1 * np.sin(np.arange(48000) / 20), 48000,
+             format="OGG", subtype="OPUS")
+    for path in (vorbis, opus):
+        assert check_audio(path).duration > 0.9
+    data = vorbis.read_bytes()
+    at_page = tmp_path / "page.ogg"
+    at_page.write_bytes(data[:data.rfind(b"OggS")])  # cut where the last page starts
+    for path in (truncate(song(tmp_path / "mid.ogg", format="OGG", subtype="VORBIS")), at_page):
+        for read in (check_audio, load_audio):
+            with pytest.raises(AudioError, match=f"{path}: truncated"):
+                read(path)
+
+
 def test_infer_refuses_a_truncated_wav_with_one_line_and_writes_nothing(work, capsys, models_never_load):
     truncate(song(work / "cut.wav", seconds=2.0))
     line = one_error_line(*infer(capsys, "cut.wav"), "cut.wav", "truncated", "2.00 s", "1.00 s")

@@ -85,6 +85,7 @@ def _check_path(path: Path) -> None:
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: file is empty (0 bytes); export the audio again")
     check_header_length(path)
+    check_ogg_end(path)
 
 
 # --- truncated files: the length the file declares against what it holds
@@ -173,6 +174,41 @@ def check_header_length(path: Path) -> None:
         raise
     except Exception:  # noqa: BLE001 - unreadable anyway; say what is known
         raise _truncated(path, f"{declared} bytes", f"{max(present, 0)} bytes") from None
+
+
+_OGG_MAX_PAGE = 27 + 255 + 255 * 255  # header, segment table, body
+
+
+def ogg_ends_cleanly(path: Path) -> bool | None:
+    """For an Ogg file (Vorbis, Opus, FLAC in Ogg): True when its last page is whole and carries the
+    end-of-stream flag (RFC 3533 §6, header_type bit 0x04), False when the file stops mid-page or
+    before that page (a copy or export cut short: Ogg declares no length, libsndfile reads what is
+    there). None for other files."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            if f.read(4) != b"OggS":
+                return None
+            start = max(0, size - _OGG_MAX_PAGE)
+            f.seek(start)
+            tail = f.read()
+    except OSError:
+        return None
+    at = len(tail)
+    while (at := tail.rfind(b"OggS", 0, at)) >= 0:  # the page that ends exactly at the end of the file
+        head = tail[at:at + 27]
+        if len(head) == 27 and head[4] == 0:
+            table = tail[at + 27:at + 27 + head[26]]
+            if len(table) == head[26] and at + 27 + len(table) + sum(table) == len(tail):
+                return bool(head[5] & 0x04)
+    return False
+
+
+def check_ogg_end(path: Path) -> None:
+    """AudioError when an Ogg file stops before its end-of-stream page (cut short)."""
+    if ogg_ends_cleanly(path) is False:
+        raise AudioError(f"{path}: truncated: the Ogg stream stops before its last page (a copy or export cut "
+                         "short); copy or export it again")
 
 
 @dataclass(frozen=True)
