@@ -208,6 +208,18 @@ def test_a_short_f0_curve_is_refused_unless_padding_is_asked_for(work, capsys):
     assert rc == 0, err
 
 
+def test_an_f0_curve_running_far_past_the_song_is_refused(work, capsys):
+    """A curve in milliseconds (or of a longer song) 'covers' the song by its span, yet the song
+    would take only its first rows: refused, naming both lengths."""
+    wav, _ = synth_voice(1.5, SR, f0=220.0, seed=9)
+    sf.write(work / "one.wav", wav, SR)
+    rows = "\n".join(f"{t * 1000:.3f},220" for t in np.arange(0, 1.5, 0.01))  # times in ms
+    (work / "ms.csv").write_text("time_s,f0_hz\n" + rows + "\n", encoding="utf-8")
+    _one_error_line(*run_cli(capsys, "one.wav", "--f0-in", "ms.csv", "--seed", "0"),
+                    "ms.csv", "runs to 1490.00 s", "1.50 s long", "--f0-pad")
+    _no_output(work)
+
+
 # --- item 9: the printed step count is the denoiser calls made -----------------------------------
 
 @pytest.mark.parametrize("name", sorted(SAMPLERS))

@@ -46,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--f0-in", help="use this f0 CSV (time_s,f0_hz; e.g. an edited --f0-out) instead of extracting; "
                                    "it must cover the song's voiced audio")
     g.add_argument("--f0-pad", action="store_true",
-                   help="accept an --f0-in curve shorter than the song: hold its first and last values")
+                   help="accept an --f0-in curve shorter or longer than the song: hold its first and last values")
     g = p.add_argument_group("sampling")
     g.add_argument("--sampler", choices=SAMPLERS.names(),
                    help="sampler (default: the project's; ddim unless its config says otherwise). consistency: "
@@ -308,7 +308,7 @@ def _convert_all(args, songs, outputs, choice, device, key, singer_median, auto_
                 print(quiet, file=sys.stderr)
             span = analysis.voiced_span(sr)
             if curve is not None and span is not None:
-                curve.require_covers(*span, pad=args.f0_pad)
+                curve.require_covers(*span, song_s=len(wav) / sr, pad=args.f0_pad)
             if args.f0_out:
                 write_f0_csv(args.f0_out, analysis.f0_hz, config.hop_size, sr)
             note = ""

@@ -5,7 +5,8 @@ interpolated onto the mel frame grid, linearly between voiced rows; a frame whos
 unvoiced stays unvoiced, so editing a note never smears pitch into a pause.
 
 A curve must cover the song's voiced stretches (`F0Curve.require_covers`): one that stops short
-is refused with what it covers and what the song needs, unless padding is asked for (--f0-pad),
+is refused with what it covers and what the song needs, and so is one running far past the song's
+end (another song's, or times in milliseconds), unless padding is asked for (--f0-pad),
 which holds its first and last values over the rest.
 """
 
@@ -42,6 +43,9 @@ def write_f0_csv(path: str | Path, f0_hz: np.ndarray, hop_size: int, sample_rate
 #: how far a curve may stop short of a voiced stretch's edge: the slicer keeps 0.2 s of the
 #: surrounding pause on each voiced stretch (split_for_inference), plus rounding to frames
 COVER_TOLERANCE_S = 0.25
+#: how far a curve may run past the song's end (at least; 10 % of the song for long ones): an
+#: editor may keep a little tail, a curve of another song or in milliseconds runs far past
+OVERRUN_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -60,10 +64,18 @@ class F0Curve:
     def end_s(self) -> float:
         return float(self.times[-1])
 
-    def require_covers(self, start_s: float, end_s: float, *, pad: bool = False) -> None:
+    def require_covers(self, start_s: float, end_s: float, *, song_s: float | None = None, pad: bool = False) -> None:
         """Raise DiffSvcError (one line) unless the rows reach from `start_s` to `end_s` (the song's
-        voiced span, seconds) within COVER_TOLERANCE_S; `pad` accepts any curve."""
-        if pad or (self.start_s <= start_s + COVER_TOLERANCE_S and self.end_s >= end_s - COVER_TOLERANCE_S):
+        voiced span, seconds) within COVER_TOLERANCE_S and, when the song's length `song_s` is given,
+        stop within OVERRUN_S of its end (a curve running far past it is another song's, or its
+        times are not in seconds: the song would take only its first rows); `pad` accepts any curve."""
+        if pad:
+            return
+        if song_s is not None and self.end_s > song_s + max(OVERRUN_S, 0.1 * song_s):
+            raise DiffSvcError(f"{self.path}: the f0 curve runs to {self.end_s:.2f} s, but the song is {song_s:.2f} s "
+                               "long (another song's curve, or times not in seconds?); give this song's curve "
+                               "(--f0-out writes one to edit) or pass --f0-pad to use it as it is")
+        if self.start_s <= start_s + COVER_TOLERANCE_S and self.end_s >= end_s - COVER_TOLERANCE_S:
             return
         raise DiffSvcError(f"{self.path}: the f0 curve covers {self.start_s:.2f}-{self.end_s:.2f} s, but the song "
                            f"has voiced audio from {start_s:.2f} s to {end_s:.2f} s; give a curve over the whole "
