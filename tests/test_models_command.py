@@ -52,3 +52,24 @@ def test_models_loads_public_files_and_lists_projects(tmp_path, monkeypatch, cap
     assert main(["models"]) == 1
     out = capsys.readouterr().out
     assert "[BROKEN ] NSF-HiFiGAN vocoder" in out
+
+
+def test_models_marks_a_placeholder_project_checkpoint(tmp_path, monkeypatch, capsys):
+    """An LFS pointer or a download cut short among a project's checkpoints is named, and fails the check."""
+    monkeypatch.chdir(tmp_path)
+    config = tiny_config(content_encoder="stand-in", vocoder="griffin-lim")
+    save_config(config, tmp_path / "offline.yaml")
+    save_config(config, tmp_path / "models" / "alto" / "config.yaml")
+    good = tmp_path / "models" / "alto" / "model_ckpt_steps_1000.ckpt"
+    save_model(good, GaussianDiffusion.from_config(config), 1000)
+    assert main(["models", "--config", "offline.yaml"]) == 0
+    assert "BROKEN" not in capsys.readouterr().out
+    (good.parent / "model_ckpt_steps_2000.ckpt").write_text(
+        "version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 1\n")
+    (good.parent / "model_ckpt_steps_3000.ckpt").write_bytes(good.read_bytes()[:4096])
+    assert main(["models", "--config", "offline.yaml"]) == 1
+    out = capsys.readouterr().out
+    assert "alto: steps 1000, 2000, 3000" in out
+    assert "[BROKEN ] step 2000: models/alto/model_ckpt_steps_2000.ckpt: not a readable PyTorch checkpoint: " \
+           "it is a Git LFS pointer" in out
+    assert "[BROKEN ] step 3000" in out and "without its end" in out and "step 1000:" not in out

@@ -73,7 +73,22 @@ def _projects(models_dir: Path) -> list[str]:
             kind = f"config problem: {e}"
         shown = ", ".join(str(s) for s in list(steps)[-5:])
         lines.append(f"  {folder.name}: steps {shown} ({kind})")
+        lines.extend(f"    [BROKEN ] step {step}: {problem}" for step, problem in _broken_checkpoints(steps))
     return lines
+
+
+def _broken_checkpoints(steps: dict) -> list[tuple[int, str]]:
+    """(step, why) for each checkpoint that is a placeholder (LFS pointer, web page, text, a zip
+    cut short): found from its first bytes and zip directory, without loading it."""
+    from diffsvc.modelfile.identify import check_model_file
+
+    broken = []
+    for step, path in steps.items():
+        try:
+            check_model_file(path, "checkpoint")
+        except DiffSvcError as e:
+            broken.append((step, str(e)))
+    return broken
 
 
 def pretrained_checks(config) -> list[Check]:
@@ -144,5 +159,8 @@ def run(args: argparse.Namespace) -> int:
     problems = [c for c in checks if c.required and c.status != "ok"]
     if problems:
         print("Real conversion needs the files marked above; `diffsvc demo` runs offline with stand-ins meanwhile.")
+        return 1
+    if any("[BROKEN ]" in line for line in projects):
+        print("The project checkpoints marked BROKEN cannot be loaded; copy or download them again.")
         return 1
     return 0
