@@ -246,6 +246,21 @@ def test_writable_check_names_the_folder_and_reason(read_only, tmp_path):
         fileio.make_dirs(tmp_path / "afile" / "sub")
 
 
+def test_a_folder_names_its_subfolders_which_are_not_searched(tmp_path, capsys):
+    from diffsvc.cli.infer import collect_inputs
+    from diffsvc.errors import DiffSvcError
+
+    song(tmp_path / "songs" / "a.wav")
+    song(tmp_path / "songs" / "sub" / "b.wav")
+    (tmp_path / "songs" / "x.wav").mkdir()  # a folder named like a song
+    assert collect_inputs([str(tmp_path / "songs")]) == [tmp_path / "songs" / "a.wav"]
+    err = capsys.readouterr().err
+    assert "subfolders (sub, x.wav) are not searched" in err, err
+    (tmp_path / "songs" / "a.wav").unlink()
+    with pytest.raises(DiffSvcError, match=r"no audio files in this folder .*subfolders \(sub, x.wav\)"):
+        collect_inputs([str(tmp_path / "songs")])
+
+
 # --- item 5: truncated audio -------------------------------------------------------------------
 
 def _flac_cut_at_a_frame(path: Path) -> Path:

@@ -81,8 +81,14 @@ def collect_inputs(paths: list[str]) -> list[Path]:
         if path.is_dir():
             found = sorted(p for p in path.iterdir()
                            if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith("."))
+            subfolders = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+            inside = (f"; its subfolders ({', '.join(subfolders[:5])}{' ...' if len(subfolders) > 5 else ''}) are "
+                      "not searched: name them to convert their songs") if subfolders else ""
             if not found:
-                raise DiffSvcError(f"{path}: no audio files in this folder ({', '.join(sorted(AUDIO_SUFFIXES))})")
+                raise DiffSvcError(f"{path}: no audio files in this folder ({', '.join(sorted(AUDIO_SUFFIXES))})"
+                                   + inside)
+            if inside:
+                print(f"{path}: {len(found)} audio file(s){inside}", file=sys.stderr)
             songs.extend(found)
         elif not path.exists() and len(paths) == 1:
             raise DiffSvcError(f"{path}: audio file not found; check the path")
