@@ -220,6 +220,24 @@ def test_an_f0_curve_running_far_past_the_song_is_refused(work, capsys):
     _no_output(work)
 
 
+def test_an_f0_curve_saved_by_a_spreadsheet_reads_as_written(tmp_path):
+    """A --f0-out curve saved back by a spreadsheet: a UTF-8 BOM, ';' or tab between the columns,
+    decimal commas (0,5), with or without the header: the same curve as the original file."""
+    from diffsvc.inference.f0_io import load_f0_csv, write_f0_csv
+
+    f0 = np.array([0, 0, 220.5, 221.25, 0, 330.125], dtype=np.float32)
+    original = load_f0_csv(write_f0_csv(tmp_path / "f0.csv", f0, 512, SR))
+    text = (tmp_path / "f0.csv").read_text(encoding="utf-8")
+    variants = {"bom": "\ufeff" + text, "tab": text.replace(",", "\t"),
+                "euro": text.replace(",", ";").replace(".", ","),
+                "euro-no-header": text.replace(",", ";").replace(".", ",").split("\n", 1)[1]}
+    for name, variant in variants.items():
+        (tmp_path / f"{name}.csv").write_text(variant, encoding="utf-8")
+        curve = load_f0_csv(tmp_path / f"{name}.csv")
+        np.testing.assert_array_equal(curve.times, original.times, err_msg=name)
+        np.testing.assert_array_equal(curve.hz, original.hz, err_msg=name)
+
+
 # --- item 9: the printed step count is the denoiser calls made -----------------------------------
 
 @pytest.mark.parametrize("name", sorted(SAMPLERS))

@@ -1,6 +1,7 @@
 """The f0 curve as a CSV of `time_s,f0_hz` (0 Hz = unvoiced), written for editing and read back.
 
-Reading accepts any time grid (a pitch editor may thin or resample the rows): the curve is
+Reading accepts any time grid (a pitch editor may thin or resample the rows) and what a
+spreadsheet saves back (a UTF-8 BOM; `;` or tab between columns, then decimal commas); the curve is
 interpolated onto the mel frame grid, linearly between voiced rows; a frame whose nearest row is
 unvoiced stays unvoiced, so editing a note never smears pitch into a pause.
 
@@ -103,6 +104,18 @@ def read_f0_csv(path: str | Path, n_frames: int, hop_size: int, sample_rate: int
     return load_f0_csv(path).on_grid(n_frames, hop_size, sample_rate)
 
 
+def _delimiter(text: str) -> str:
+    """';' or tab when the first row that is not a comment holds one (a comma-separated row of
+    numbers holds neither; a ';'-separated one may hold decimal commas), else ','."""
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            for candidate in (";", "\t"):
+                if candidate in line:
+                    return candidate
+            break
+    return ","
+
+
 def load_f0_csv(path: str | Path) -> F0Curve:
     """The curve's rows; DiffSvcError (one line naming the file) for a missing or malformed file."""
     path = Path(path)
@@ -110,10 +123,13 @@ def load_f0_csv(path: str | Path) -> F0Curve:
         raise DiffSvcError(f"{path}: f0 file not found (write one with --f0-out)")
     rows: list[tuple[float, float]] = []
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a spreadsheet's "CSV UTF-8" starts with a BOM
     except (OSError, UnicodeDecodeError) as e:
         raise DiffSvcError(f"{path}: cannot read the f0 file ({e})") from None
-    for number, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+    delimiter = _delimiter(text)
+    for number, row in enumerate(csv.reader(io.StringIO(text), delimiter=delimiter), start=1):
+        if delimiter != ",":  # a spreadsheet in a locale that writes 0,5 for 0.5 separates with ; or tab
+            row = [cell.replace(",", ".") for cell in row]
         if not row or not "".join(row).strip() or row[0].strip().startswith("#"):
             continue
         if number == 1 and row[0].strip().lower().startswith("time"):
