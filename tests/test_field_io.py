@@ -261,6 +261,18 @@ def test_a_folder_names_its_subfolders_which_are_not_searched(tmp_path, capsys):
         collect_inputs([str(tmp_path / "songs")])
 
 
+def test_out_and_format_must_agree():
+    """The writer follows --out's suffix, so `--out x.wav --format flac` would write a WAV: refused."""
+    from diffsvc.cli.infer import output_paths
+    from diffsvc.errors import DiffSvcError
+
+    with pytest.raises(DiffSvcError, match=r"--out x.wav names a .wav file but --format flac was asked"):
+        output_paths([Path("a.wav")], "x.wav", "flac", "p_steps_1")
+    assert output_paths([Path("a.wav")], "x.FLAC", None, "t")[0] == [Path("x.FLAC")]
+    assert output_paths([Path("a.wav")], "x", "flac", "t")[0] == [Path("x.flac")]
+    assert output_paths([Path("a.wav")], None, None, "t")[0] == [Path("output/a_t.wav")]
+
+
 # --- item 5: truncated audio -------------------------------------------------------------------
 
 def _flac_cut_at_a_frame(path: Path) -> Path:

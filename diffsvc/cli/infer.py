@@ -64,7 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, help="windows per batch (default: from free memory)")
     g = p.add_argument_group("output")
     g.add_argument("--out", help="output file (one input) or folder (several); default output/SONG_PROJECT_steps_N.wav")
-    g.add_argument("--format", choices=("wav", "flac"), default="wav", help="output format (default wav)")
+    g.add_argument("--format", choices=("wav", "flac"), help="output format (default: --out's suffix, else wav)")
     g.add_argument("--overwrite", action="store_true", help="replace existing output files")
     g.add_argument("--plot", action="store_true", help="write a PNG beside each output: input/output mel and f0")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -105,6 +105,8 @@ def output_paths(songs: list[Path], out: str | None, fmt: str, tag: str) -> tupl
 
     Also returns, per song, why it cannot be converted when two or more inputs would write the
     same output (take.wav and take.flac in one folder, or the same name in two folders)."""
+    asked, fmt = fmt, fmt or "wav"
+
     def name(song: Path) -> str:
         return f"{song.stem}_{tag}.{fmt}"
 
@@ -112,7 +114,11 @@ def output_paths(songs: list[Path], out: str | None, fmt: str, tag: str) -> tupl
         paths = [Path("output") / name(s) for s in songs]
     elif len(songs) == 1 and not (Path(out).is_dir() or out.endswith(("/", "\\"))):
         path = Path(out)
-        paths = [path if path.suffix.lower() in (".wav", ".flac") else path.with_name(path.name + f".{fmt}")]
+        suffix = path.suffix.lower().lstrip(".")
+        if suffix in ("wav", "flac") and asked not in (None, suffix):  # the writer follows the name
+            raise DiffSvcError(f"--out {out} names a .{suffix} file but --format {asked} was asked; name it "
+                               f".{asked} or leave --format out")
+        paths = [path if suffix in ("wav", "flac") else path.with_name(path.name + f".{fmt}")]
     else:
         paths = [Path(out) / name(s) for s in songs]
     by_output: dict[Path, list[Path]] = {}
