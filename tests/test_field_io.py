@@ -273,6 +273,21 @@ def test_out_and_format_must_agree():
     assert output_paths([Path("a.wav")], None, None, "t")[0] == [Path("output/a_t.wav")]
 
 
+def test_an_output_never_replaces_an_input_song(work, capsys, models_never_load):
+    """--overwrite replaces outputs; an --out naming the song itself, or another input of the same
+    run, is refused before any model loads and the song is left as it was."""
+    kept = song(work / "take.wav").read_bytes()
+    one_error_line(*infer(capsys, "take.wav", "--out", "./take.wav", "--overwrite"),
+                   "take.wav", "would replace the song itself", "choose another --out")
+    assert (work / "take.wav").read_bytes() == kept
+    song(work / "take_singer_steps_1000.wav", seed=2)
+    other = (work / "take_singer_steps_1000.wav").read_bytes()
+    from diffsvc.cli.infer import output_paths
+    _, problems = output_paths([Path("take.wav"), Path("take_singer_steps_1000.wav")], ".", None, "singer_steps_1000")
+    assert "would replace the input take_singer_steps_1000.wav" in problems[Path("take.wav")]
+    assert (work / "take_singer_steps_1000.wav").read_bytes() == other
+
+
 # --- item 5: truncated audio -------------------------------------------------------------------
 
 def _flac_cut_at_a_frame(path: Path) -> Path:

@@ -134,6 +134,13 @@ def output_paths(songs: list[Path], out: str | None, fmt: str, tag: str) -> tupl
                 clashes[song] = (f"{song}: {names} would write the same output {path}; rename one of them "
                                  f"(e.g. {other} to {example.name}) or convert it on its own with "
                                  "--out FILE")
+    inputs = {os.path.realpath(s): s for s in songs}
+    for song, path in zip(songs, paths):  # --overwrite replaces outputs, never a song given as input
+        hit = inputs.get(os.path.realpath(path))
+        if hit is not None:
+            whose = "the song itself" if hit == song else f"the input {hit}"
+            clashes[song] = (f"{song}: its output {path} would replace {whose}; choose another --out "
+                             "(inputs are never overwritten)")
     return paths, clashes
 
 
@@ -175,6 +182,8 @@ def run(args: argparse.Namespace) -> int:
         tag = tag.replace(f"{choice.project}_", f"{choice.project}_student_", 1)
     outputs, problems = output_paths(songs, args.out, args.format, tag)
     if len(songs) == 1 and not Path(args.inputs[0]).is_dir():  # one named song: its output is what was asked
+        if songs[0] in problems:
+            raise DiffSvcError(problems[songs[0]])
         check_output(outputs[0], args.overwrite)
         check_audio(songs[0])  # AudioError: one line
         pairs = list(zip(songs, outputs))
