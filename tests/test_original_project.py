@@ -124,7 +124,7 @@ def test_models_lists_original_projects(original, monkeypatch, capsys):
     finally:
         shutil.rmtree(old)
     out = capsys.readouterr().out
-    assert f"nyaru: steps {STEP} (44100 Hz, wavenet 20x384, hubert-soft)" in out
+    assert f"nyaru: steps {STEP} (44100 Hz, 20x384, hubert-soft)" in out
     assert "[ok     ] HuBERT-soft content encoder: checkpoints/hubert/hubert_soft.pt" in out
     assert "[ok     ] NSF-HiFiGAN vocoder: models/nsf_hifigan" in out
     assert "old24k" in out and "24 kHz HiFiGAN" in out
