@@ -277,8 +277,12 @@ def test_cli(raw, capsys, monkeypatch, tmp_path):
     assert len(err) == 1 and "hubert_soft.pt" in err[0] and "--content stand-in" in err[0]
     assert not (prepared_dir(raw) / "manifest.json").exists()
 
-    assert main(["preprocess", str(raw), *common, "--content", "stand-in", "--valid", "2", "--workers", "2"]) == 0
-    out = capsys.readouterr().out
+    # corrupt.wav and empty.flac are left out: the rest is prepared, and the exit code says files failed
+    assert main(["preprocess", str(raw), *common, "--content", "stand-in", "--valid", "2", "--workers", "2"]) == 2
+    captured = capsys.readouterr()
+    out, err = captured.out, captured.err.strip().splitlines()
+    assert len(err) == 1 and "2 file(s) could not be read" in err[0]
+    assert "corrupt.wav" in err[0] and "empty.flac" in err[0]
     assert "Dataset check" in out and "training pieces" in out and "validation pieces   2" in out
     assert len(PreparedData.find(raw).pieces("valid")) == 2
     manifest = json.loads((prepared_dir(raw) / "manifest.json").read_text(encoding="utf-8"))

@@ -78,4 +78,10 @@ def run(args: argparse.Namespace) -> int:
     if not result.usable:
         raise DiffSvcError(nothing_usable_reason(result))
     print(f"Next: diffsvc train --project NAME --data {args.raw_dir}")
+    failed = result.check.failed
+    if failed:  # the rest is prepared, but a script must see that files were left out (as infer does)
+        names = ", ".join(str(f["source"]) for f in failed)
+        print(f"diffsvc preprocess: error: {len(failed)} file(s) could not be read and were left out: {names} "
+              "(reasons above); fix or remove them and run again: only they are redone", file=sys.stderr)
+        return 2
     return 0
