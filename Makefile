@@ -4,16 +4,17 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# the browser tests' Chromium comes from the system's packages: apt-get as root (CI), else through sudo
+# the browser tests' Chromium comes from the system's packages (Playwright never downloads one):
+# only `make test` needs it; apt-get as root (CI), else through sudo
+CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test browser bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test,fcpe,ui,eval]"
-	command -v chromium >/dev/null 2>&1 || $(SUDO) env DEBIAN_FRONTEND=noninteractive sh -c 'apt-get update -qq && apt-get install -y -qq chromium'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -21,8 +22,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/diffsvc demo
 
-test: $(STAMP)
-	$(PY) -m pytest -q
+browser:
+	test -x $(CHROMIUM) || $(SUDO) env DEBIAN_FRONTEND=noninteractive sh -c 'apt-get update -qq && apt-get install -y -qq chromium'
+
+test: $(STAMP) browser
+	DIFFSVC_CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) benchmarks/sampler.py

@@ -4,9 +4,10 @@ One server (started as `python -m diffsvc ui` on a free port, in its own process
 page serve the whole module, in order: convert a clip (same duration out), move a range of its f0
 curve up an octave and convert again (Praat finds the output's pitch doubled there and only there),
 an unreadable upload (one readable line), preprocess and train with a live loss curve, a second
-training refused, stop. Screenshots go to tests/artifacts/ui/ (not committed) for a person to look at.
+training refused, stop, then evaluate that project's checkpoints (`diffsvc eval`). Screenshots go to tests/artifacts/ui/ (not committed) for a person to look at.
 
-`make install` installs Chromium (Debian package) and Playwright; the browser is never downloaded.
+`make test` installs Chromium (Debian package; `make browser` alone) and Playwright (the test extra);
+the browser is never downloaded.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def server(workspace):
 @pytest.fixture(scope="module")
 def page(server):
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} not found: install the system's Chromium (make install does: apt-get install chromium)")
+        pytest.fail(f"{CHROMIUM} not found: install the system's Chromium (make browser does: apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -269,4 +270,40 @@ def test_preprocess_and_train(page, workspace):
     assert list((workspace / "models" / "fresh").glob("model_ckpt_steps_*.ckpt")), "stop saved no checkpoint"
     page.wait_for_function("document.querySelector('#checkpoints').innerText.includes('model_ckpt_steps_')")
     shot(page, "06-training-stopped")
+    assert page.outside_requests == [], f"the page fetched from elsewhere: {page.outside_requests}"
+
+
+def test_evaluate_the_checkpoints(page, workspace):
+    """After test_preprocess_and_train: `diffsvc eval` of its project as a job, its table, the best
+    checkpoint and its figure; a folder with no prepared data gives eval's own one line."""
+    project = workspace / "models" / "fresh"
+    saved = sorted(int(p.stem.rsplit("_", 1)[1]) for p in project.glob("model_ckpt_steps_*.ckpt"))
+    assert len(saved) >= 2, saved  # a validation checkpoint and the one Stop saved
+    data = page.locator("#train-data").get_by_role("textbox")
+    data.fill(str(workspace / "songs"))  # audio, never preprocessed
+    page.locator("#eval-pieces input").fill("2")
+    page.locator("#eval-button").click()
+    error = page.locator("#eval-status .diffsvc-error")
+    error.wait_for(timeout=LONG)
+    text = error.inner_text()
+    assert "diffsvc eval: error:" in text and "songs" in text and "Traceback" not in text, text
+    assert len(text.splitlines()) == 1 and not (project / "eval.json").exists(), text
+
+    data.fill(str(workspace / "raw"))
+    page.locator("#eval-button").click()
+    status = page.locator("#eval-status")
+    status.get_by_text("evaluate fresh: done").wait_for(timeout=LONG)
+    result = json.loads((project / "eval.json").read_text())
+    assert [r["step"] for r in result["rows"]] == saved and result["best_step"] in saved
+    best = result["best_step"]
+    assert f"best checkpoint by reconstruction (lowest MCD): step {best} (model_ckpt_steps_{best}.ckpt)" \
+        in status.inner_text()
+    table = page.locator("#eval-table")
+    for step in saved:
+        table.get_by_text(f"{step} (best)" if step == best else str(step), exact=True).first.wait_for()
+    assert table.inner_text().count("(best)") == 1 and "MCD" in table.inner_text()
+    assert "MCD: reconstruction MCD (dB, lower is better)" in page.locator("#eval-legend").inner_text()
+    page.locator("#eval-plot img").wait_for()
+    page.locator("#eval-table").scroll_into_view_if_needed()
+    shot(page, "08-evaluated")
     assert page.outside_requests == [], f"the page fetched from elsewhere: {page.outside_requests}"

@@ -115,3 +115,49 @@ def test_latest_validation_is_read_back_from_the_tensorboard_logs(tmp_path):
     step, png, wav = latest_validation(tmp_path / "logs")
     assert step == 20 and png.startswith(b"\x89PNG")
     assert sf.info(io.BytesIO(wav)).frames == 441 * 20
+
+
+def _eval_result(steps, mcd):
+    rows = [{"step": s, "checkpoint": f"model_ckpt_steps_{s}.ckpt", "recon_log_mel_l1": 0.5, "recon_mcd_db": m,
+             "recon_pieces": 2, "peak_memory_mib": 512.0} for s, m in zip(steps, mcd)]
+    from diffsvc.evaluation.runner import best_step
+
+    return {"project": "singer", "settings": {}, "rows": rows, "songs": [], "best_step": best_step(rows),
+            "unavailable": ["song figures: pitch, speaker, content, speed (no SONG given)"]}
+
+
+def test_the_page_reads_the_table_and_best_checkpoint_that_eval_wrote(tmp_path):
+    from diffsvc.evaluation.report import write_report
+    from diffsvc.ui.evaltable import BEST_MARK, read_eval
+
+    assert read_eval(tmp_path) is None  # never evaluated
+    write_report(_eval_result([1000, 2000, 3000], [6.0, 4.5, float("nan")]), tmp_path)
+    view = read_eval(tmp_path)
+    assert view.head == ["step", "L1", "MCD", "mem"]
+    assert [row[0] for row in view.body] == ["1000", f"2000{BEST_MARK}", "3000"]
+    assert view.body[2][2] == "n/a" and view.body[1][2] == "4.5"
+    assert (view.best_step, view.best_checkpoint) == (2000, "model_ckpt_steps_2000.ckpt")
+    assert view.legend[1] == "MCD: reconstruction MCD (dB, lower is better)"
+    assert view.unavailable == ["song figures: pitch, speaker, content, speed (no SONG given)"]
+    assert view.plot == tmp_path / "eval.png" and view.plot.read_bytes()[:4] == b"\x89PNG"
+    # a later run of one checkpoint writes no figure: the older eval.png is not shown with it
+    write_report(_eval_result([3000], [5.0]), tmp_path)
+    view = read_eval(tmp_path)
+    assert view.plot is None and view.best_step == 3000 and view.body == [[f"3000{BEST_MARK}", "0.5", "5", "512"]]
+    (tmp_path / "eval.json").write_text('{"rows": [{"no step": 1}]}')
+    with pytest.raises(DiffSvcError, match=r"eval\.json: not an evaluation written by diffsvc eval"):
+        read_eval(tmp_path)
+
+
+def test_the_page_asks_eval_for_what_its_fields_say(tmp_path):
+    from diffsvc.cli.main import _parser_with_arguments
+    from diffsvc.ui.evaltable import eval_command
+
+    argv = eval_command(tmp_path / "models", "singer", tmp_path / "raw", True, 2, 0, "cpu", [tmp_path / "a b.wav"])
+    args = _parser_with_arguments(argv).parse_args(argv)
+    assert (args.project, args.models_dir, args.data, args.all_steps) == ("singer", str(tmp_path / "models"),
+                                                                          tmp_path / "raw", True)
+    assert (args.max_pieces, args.sampling_steps, args.device, args.songs) == (2, None, "cpu", [str(tmp_path / "a b.wav")])
+    argv = eval_command(tmp_path / "models", "singer", tmp_path / "raw", False, None, 4, "auto")
+    args = _parser_with_arguments(argv).parse_args(argv)
+    assert (args.all_steps, args.max_pieces, args.sampling_steps, args.device, args.songs) == (False, 8, 4, "auto", [])

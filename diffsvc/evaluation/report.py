@@ -47,15 +47,28 @@ def columns(rows: list[dict]) -> list[str]:
     return [k for k in FIGURES if any(k in r for r in rows)]
 
 
-def format_table(rows: list[dict], best: int | None = None) -> str:
-    """Plain-text table, one row per checkpoint; the best step (by reconstruction) starred."""
+def table(rows: list[dict], best: int | None = None, mark: str = "*") -> tuple[list[str], list[list[str]]]:
+    """(heading, body) of the table, one body row of text per checkpoint: the step (the best
+    step by reconstruction followed by `mark`), then each figure present in some row ("n/a" where
+    a row lacks it), in FIGURES order."""
     cols = columns(rows)
     head = ["step"] + [FIGURES[c][0] for c in cols]
-    body = [[f"{r['step']}{'*' if r['step'] == best else ''}"] + [_fmt(r.get(c)) for c in cols] for r in rows]
+    body = [[f"{r['step']}{mark if r['step'] == best else ''}"] + [_fmt(r.get(c)) for c in cols] for r in rows]
+    return head, body
+
+
+def legend(rows: list[dict]) -> list[str]:
+    """One line per column of `table`: its short heading, name, unit and which way is better."""
+    return [f"{FIGURES[c][0]}: {FIGURES[c][1]} ({FIGURES[c][2]}, {FIGURES[c][3]} is better)" for c in columns(rows)]
+
+
+def format_table(rows: list[dict], best: int | None = None) -> str:
+    """Plain-text table, one row per checkpoint; the best step (by reconstruction) starred."""
+    head, body = table(rows, best)
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     lines = ["  ".join(x.rjust(w) for x, w in zip(line, widths)) for line in [head] + body]
-    legend = [f"  {FIGURES[c][0]}: {FIGURES[c][1]} ({FIGURES[c][2]}, {FIGURES[c][3]} is better)" for c in cols]
-    return "\n".join(lines + (["* best by reconstruction (lowest MCD)"] if best is not None else []) + legend)
+    return "\n".join(lines + (["* best by reconstruction (lowest MCD)"] if best is not None else [])
+                     + [f"  {line}" for line in legend(rows)])
 
 
 def _json_safe(value):

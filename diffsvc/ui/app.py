@@ -1,6 +1,6 @@
-"""The web page: Convert, Pitch, Data & training and Models tabs (Gradio Blocks).
+"""The web page: Convert, Pitch, Data & training (with evaluation) and Models tabs (Gradio Blocks).
 
-Nothing here converts, preprocesses or trains: every step is the `diffsvc` command itself, run as a
+Nothing here converts, preprocesses, trains or evaluates: every step is the `diffsvc` command itself, run as a
 background job (jobs.py) with the options a user would type, and its files are shown. What the
 page computes itself is only what the command line leaves to an editor: the f0 edit (f0edit.py)
 and the pictures.
@@ -28,6 +28,7 @@ CONTENT = ("hubert-soft", "contentvec", "stand-in")
 DEFAULT = "project default"
 POLL_S = 0.5
 LOG_LINES = 40
+EVAL_WHICH = {"all checkpoints": True, "newest only": False}  # label -> diffsvc eval --all-steps
 
 
 class UiContext:
@@ -104,10 +105,11 @@ def _state_line(ctx: UiContext, job: Job) -> str:
     return _ok(f"{job.title}: done")
 
 
-def _wait(job: Job, progress) -> None:
-    """Follow a job in the page's progress bar until it ends (the job goes on if the tab closes)."""
+def _wait(job: Job, progress, measure=None) -> None:
+    """Follow a job in the page's progress bar until it ends (the job goes on if the tab closes);
+    measure(job) -> (fraction, description) when the job's log has no progress bar to read."""
     while job.state() == "running":
-        frac, desc = job.progress()
+        frac, desc = (measure or Job.progress)(job)
         progress(frac, desc=desc)
         time.sleep(POLL_S)
 
@@ -338,6 +340,37 @@ def _project_name(name: str) -> str:
     return name
 
 
+# ---------------------------------------------------------------- evaluation
+
+def eval_progress(job: Job) -> tuple[float, str]:
+    """(fraction, description) of a `diffsvc eval` job: it logs "evaluating FILE (step N)" as it
+    starts each checkpoint."""
+    n = max(1, int(job.meta.get("checkpoints", 1)))
+    started_ = job.log_text().count("\nevaluating ")
+    if started_ == 0:
+        return 0.0, "loading"
+    return min(started_ - 1, n) / n, f"checkpoint {min(started_, n)} of {n}"
+
+
+def eval_outputs(ctx: UiContext, project: str | None) -> tuple:
+    """(status lines, table, legend, plot) of a project's last evaluation; empty when it has none."""
+    import pandas as pd
+
+    from diffsvc.ui.evaltable import read_eval
+
+    view = read_eval(ctx.models_dir / project) if project and (ctx.models_dir / project).is_dir() else None
+    if view is None:
+        return "", None, "", None
+    if view.best_step is not None:
+        lines = _ok(f"best checkpoint by reconstruction (lowest MCD): step {view.best_step} "
+                    f"({view.best_checkpoint}); evaluated {view.written}")
+    else:
+        lines = _warn(f"no best checkpoint: the evaluation of {view.written} has no reconstruction figures")
+    lines += "".join(_warn(f"not computed: {what}") for what in view.unavailable)
+    legend = "  \n".join(view.legend)
+    return lines, pd.DataFrame(view.body, columns=view.head), legend, str(view.plot) if view.plot else None
+
+
 # ---------------------------------------------------------------- page
 
 CSS = """
@@ -462,6 +495,24 @@ def build(ctx: UiContext):
             train_log = gr.Textbox(label="Training log", lines=8, max_lines=16, interactive=False,
                                    elem_id="train-log")
             timer = gr.Timer(2.0)
+            gr.Markdown("### 3. Evaluate the checkpoints\n`diffsvc eval` on the project and data above: each "
+                        "checkpoint reconstructs the singer's validation pieces from noise (and converts the songs "
+                        "dropped here); the best checkpoint by reconstruction (lowest MCD) is marked.")
+            with gr.Row():
+                eval_which = gr.Radio(list(EVAL_WHICH), value=next(iter(EVAL_WHICH)), label="Checkpoints",
+                                      elem_id="eval-which")
+                eval_pieces = gr.Number(8, label="Validation pieces", precision=0, elem_id="eval-pieces")
+                eval_sampling = gr.Number(0, label="Sampling steps (0 = project's)", precision=0,
+                                          elem_id="eval-sampling-steps")
+                eval_device = gr.Dropdown(["auto", "cpu", "cuda"], value="auto", label="Device")
+                eval_songs = gr.File(label="Songs to convert and score (optional)", file_count="multiple",
+                                     elem_id="eval-songs", scale=2)
+            eval_button = gr.Button("Evaluate", elem_id="eval-button")
+            eval_status = gr.HTML(elem_id="eval-status")
+            eval_table = gr.Dataframe(label="Evaluation", interactive=False, wrap=True, elem_id="eval-table")
+            eval_legend = gr.Markdown(elem_id="eval-legend")
+            eval_plot = gr.Image(label="Figures against the training step (dashed: best checkpoint)",
+                                 type="filepath", interactive=False, elem_id="eval-plot")
 
         # ------------------------------------------------------------ Models
         with gr.Tab("Models", id="models"):
@@ -692,6 +743,61 @@ def build(ctx: UiContext):
         train_outputs = [train_status, loss_plot, val_mel, val_audio, checkpoints, train_log, view_signature]
         timer.tick(train_view, [train_project, view_signature], train_outputs)
 
+        # ------------------------------------------------------------ evaluation handlers
+        eval_view = [eval_status, eval_table, eval_legend, eval_plot]
+
+        @friendly(4)
+        def do_eval(name, data, which, pieces, sampling, device_v, files, progress=gr.Progress()):
+            from diffsvc.ui.evaltable import eval_command
+
+            name = _project_name(name)
+            if not (ctx.models_dir / name).is_dir():
+                raise DiffSvcError(f"{ctx.models_dir / name}: no such project; train it first (section 2)")
+            data = (data or "").strip()
+            if not data or not Path(data).expanduser().is_dir():
+                raise DiffSvcError(f"{data or '(empty)'}: no such folder; give the singer's recordings folder "
+                                   "(preprocessed) under Data in section 2")
+            for label, value in (("validation pieces", pieces), ("sampling steps", sampling)):
+                if value not in (None, "") and int(value) < 0:
+                    raise DiffSvcError(f"{label} must be 0 (the default) or more, got {value}")
+            running = ctx.jobs.running("eval")
+            if running:
+                raise DiffSvcError(f"an evaluation is already running ({running[0].title}); wait until it ends")
+            all_steps = EVAL_WHICH.get(which, True)
+            folder = ctx.jobs.new_folder("eval")
+            songs_in = []
+            for i, f in enumerate(files or []):
+                source = Path(f if isinstance(f, str) else f.name)
+                target = folder / "in" / f"{i}_{source.name}"
+                target.parent.mkdir(exist_ok=True)
+                shutil.copyfile(source, target)
+                songs_in.append(target)
+            argv = eval_command(ctx.models_dir, name, Path(data).expanduser().resolve(), all_steps, pieces, sampling,
+                                device_v, songs_in)
+            n = len(step_choices(ctx, name)) if all_steps else 1
+            job = ctx.jobs.start("eval", f"evaluate {name}", [argv], meta={"project": name, "checkpoints": n},
+                                 folder=folder)
+            _wait(job, progress, eval_progress)
+            if job.state() != "done":
+                return (_state_line(ctx, job),) + tuple(gr.skip() for _ in range(3))
+            lines, table, legend, plot = eval_outputs(ctx, name)
+            return (_state_line(ctx, job) + lines, table, legend, plot)
+
+        eval_button.click(do_eval, [train_project, train_data, eval_which, eval_pieces, eval_sampling, eval_device,
+                                    eval_songs], eval_view)
+
+        def show_eval(name, job=None):
+            """The project's last evaluation (a broken eval.json: its one line)."""
+            try:
+                lines, table, legend, plot = eval_outputs(ctx, (name or "").strip())
+            except DiffSvcError as e:
+                lines, table, legend, plot = _fail(str(e)), None, "", None
+            head = _state_line(ctx, job) if job is not None and job.meta.get("project") == (name or "").strip() \
+                else ""
+            return head + lines, table, legend, plot
+
+        train_project.blur(show_eval, [train_project], eval_view)
+
         # ------------------------------------------------------------ models handler
         @friendly(3)
         def do_models():
@@ -712,17 +818,19 @@ def build(ctx: UiContext):
         models_button.click(do_models, [], [models_status, models_table, projects_md])
 
         # ------------------------------------------------------------ reopening the page
-        def on_load():
-            """A reopened page shows the last conversion and the state of every job."""
+        def on_load(train_name):
+            """A reopened page shows the last conversion, the last evaluation and the state of every job."""
             job = ctx.jobs.latest("convert")
             results = conversion_results(job)
             status = _state_line(ctx, job) if job else ""
             pre = ctx.jobs.latest("preprocess")
+            evaluation = ctx.jobs.latest("eval")
             return ((status,) + results_outputs(job, results)
-                    + ((_state_line(ctx, pre), log_tail(pre)) if pre else ("", "")))
+                    + ((_state_line(ctx, pre), log_tail(pre)) if pre else ("", ""))
+                    + show_eval(evaluation.meta.get("project") if evaluation else train_name, evaluation))
 
-        page.load(on_load, [], [convert_status, results_state, settings_state, result_pick, result_audio, result_files,
-                                result_plot, pitch_pick, pre_status, pre_log])
+        page.load(on_load, [train_project], [convert_status, results_state, settings_state, result_pick, result_audio,
+                                             result_files, result_plot, pitch_pick, pre_status, pre_log, *eval_view])
     return page
 
 
