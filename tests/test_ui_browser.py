@@ -4,7 +4,8 @@ One server (started as `python -m diffsvc ui` on a free port, in its own process
 page serve the whole module, in order: convert a clip (same duration out), move a range of its f0
 curve up an octave and convert again (Praat finds the output's pitch doubled there and only there),
 an unreadable upload (one readable line), preprocess and train with a live loss curve, a second
-training refused, stop, then evaluate that project's checkpoints (`diffsvc eval`). Screenshots go to tests/artifacts/ui/ (not committed) for a person to look at.
+training refused, stop, then evaluate that project's checkpoints (`diffsvc eval`). Screenshots go
+to tests/artifacts/ui/ (not committed) for a person to look at.
 
 `make test` installs Chromium (Debian package; `make browser` alone) and Playwright (the test extra);
 the browser is never downloaded.
@@ -119,6 +120,8 @@ def page(server):
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         pg = browser.new_page(viewport={"width": 1400, "height": 1000})
         pg.on("request", lambda r: None if r.url.startswith((server, "data:", "blob:")) else outside.append(r.url))
+        console = open(ARTIFACTS / "console.log", "w", encoding="utf-8")  # the page's own messages, for a person
+        pg.on("console", lambda m: console.write(f"{time.strftime('%H:%M:%S')} {m.type}: {m.text}\n"))
         pg.set_default_timeout(30_000)
         pg.goto(server)
         pg.get_by_role("tab", name="Convert").wait_for()
@@ -127,6 +130,7 @@ def page(server):
             yield pg
         finally:
             browser.close()
+            console.close()
 
 
 def shot(page, name: str) -> None:
@@ -260,7 +264,11 @@ def test_preprocess_and_train(page, workspace):
     page.locator("#loss-plot").locator("img, svg, canvas").first.wait_for()
     # the latest validation (every 5 steps here): its mel picture and audio, from the TensorBoard logs
     page.locator("#val-mel img").wait_for(timeout=LONG)
-    page.locator("#val-audio audio, #val-audio [data-testid^='waveform']").first.wait_for(state="attached")
+    page.locator("#val-audio audio, #val-audio [data-testid^='waveform']").first.wait_for(state="attached", timeout=LONG)
+    # a step past that validation's checkpoint, so that Stop saves a second one (evaluated below)
+    page.wait_for_function("(m => m !== null && Number(m[1]) >= 6)"
+                           "(document.querySelector('#train-status').innerText.match(/step (\\d+), loss/))",
+                           timeout=LONG)
     # one training at a time
     page.locator("#train-start").click()
     message.get_by_text("already running").wait_for()
@@ -281,7 +289,7 @@ def test_evaluate_the_checkpoints(page, workspace):
     assert len(saved) >= 2, saved  # a validation checkpoint and the one Stop saved
     data = page.locator("#train-data").get_by_role("textbox")
     data.fill(str(workspace / "songs"))  # audio, never preprocessed
-    page.locator("#eval-pieces input").fill("2")
+    page.locator("#eval-pieces input").fill("1")
     page.locator("#eval-button").click()
     error = page.locator("#eval-status .diffsvc-error")
     error.wait_for(timeout=LONG)
@@ -298,10 +306,10 @@ def test_evaluate_the_checkpoints(page, workspace):
     best = result["best_step"]
     assert f"best checkpoint by reconstruction (lowest MCD): step {best} (model_ckpt_steps_{best}.ckpt)" \
         in status.inner_text()
-    table = page.locator("#eval-table")
-    for step in saved:
-        table.get_by_text(f"{step} (best)" if step == best else str(step), exact=True).first.wait_for()
-    assert table.inner_text().count("(best)") == 1 and "MCD" in table.inner_text()
+    page.wait_for_function("document.querySelector('#eval-table').innerText.includes('(best)')")
+    cells = [line.strip() for line in page.locator("#eval-table").inner_text().splitlines()]
+    assert "MCD" in cells and [c for c in cells if "(best)" in c] == [f"{best} (best)"], cells
+    assert all(str(step) in cells for step in saved if step != best), cells
     assert "MCD: reconstruction MCD (dB, lower is better)" in page.locator("#eval-legend").inner_text()
     page.locator("#eval-plot img").wait_for()
     page.locator("#eval-table").scroll_into_view_if_needed()
