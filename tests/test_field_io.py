@@ -12,13 +12,13 @@ import errno
 import os
 import shutil
 import struct
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+import procs
 from audio_synth import synth_voice
 from diffsvc import fileio
 from diffsvc.audio.load import check_audio, iter_audio_blocks, load_audio, probe_audio
@@ -90,13 +90,12 @@ def _mount_tmpfs(folder: Path, size: str) -> bool:
     if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("mount") is None:
         return False
     folder.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0777", "tmpfs", str(folder)],
-                          capture_output=True)
+    done = procs.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0777", "tmpfs", str(folder)], timeout=60)
     return done.returncode == 0
 
 
 def _umount(folder: Path) -> None:
-    subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+    procs.run(["umount", "-l", str(folder)], timeout=60)
 
 
 def _under(path, folder: Path) -> bool:
@@ -170,7 +169,7 @@ def read_only(request, tmp_path, monkeypatch):
             fill(folder)
         if real:
             mounted.append(folder)
-            done = subprocess.run(["mount", "-o", "remount,ro", str(folder)], capture_output=True)
+            done = procs.run(["mount", "-o", "remount,ro", str(folder)], timeout=60)
             real = done.returncode == 0
         if not real:
             real_calls = {"_mkdir": fileio._mkdir, "_mkstemp": fileio._mkstemp}
