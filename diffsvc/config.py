@@ -156,6 +156,16 @@ class Config:
     ds_workers: int = _f(4, "data loader worker processes", min=0)
     seed: int = _f(1234, "random seed")
 
+    # --- the training recipe (ours; a config without these keys trains with the original's) ---
+    ema_decay: float = _f(0.0, "ours: average of the weights (EMA) used for validation, inference and the saved model "
+                          "(0: off, the original)", min=0.0, max=1.0)
+    loss_weighting: str = _f("none", "ours: loss weight over timesteps: none (the original) or min-snr "
+                             "(Hang et al. 2023)", choices=("none", "min-snr"))
+    min_snr_gamma: float = _f(5.0, "the gamma of min-snr: weight min(SNR, gamma)/SNR (eps), /(SNR+1) (v)", min=0.0,
+                              min_exclusive=True)
+    prediction: str = _f("eps", "what the denoiser predicts: eps (the noise, the original) or v (ours; "
+                         "the original Diff-SVC cannot run a v model)", choices=("eps", "v"))
+
     # --- inference ---
     sampler: str = _f("ddim", "sampler for infer (benchmarks/sampler.py: ddim 20 is as close to the reference as "
                       "the original PLMS-50 at 2.6x fewer calls)", choices=SAMPLER_NAMES)
@@ -186,6 +196,8 @@ class Config:
             bad("hop_size", f"{self.hop_size} is larger than win_size ({self.win_size})")
         if self.mel_vmin >= self.mel_vmax:
             bad("mel_vmin", f"{self.mel_vmin} must be below mel_vmax ({self.mel_vmax})")
+        if self.ema_decay >= 1.0:
+            bad("ema_decay", f"{self.ema_decay} must be below 1 (0.999 averages over about 1000 steps; 0 turns it off)")
         if self.residual_channels % 2:
             bad("residual_channels", f"{self.residual_channels} must be even")
         for key in ("spec_min", "spec_max"):
@@ -218,6 +230,10 @@ class Config:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+# The training recipe's keys: their defaults above are the original Diff-SVC's, so a config.yaml
+# without them (the original's, or a project made before they existed) trains on as it did;
+# configs/diffsvc-44k.yaml gives new projects ours (benchmarks/results/recipe.md).
+RECIPE_KEYS = ("ema_decay", "loss_weighting", "min_snr_gamma", "prediction")
 _TYPES = {f.name: f.type for f in dataclasses.fields(Config)}
 
 

@@ -29,10 +29,12 @@ class GaussianDiffusion(nn.Module):
     The backbone is any registered one (diffsvc.model.backbones, `diff_decoder_type`); its
     `in_dims` is the mel bins M. Build from a Config with `from_config` (ConfigError for the legacy
     `no_fs2: false` layout); ValueError for an impossible shallow-diffusion start.
+    `prediction`: what the backbone outputs, "eps" (the noise, the original) or "v" (see target).
     """
 
     def __init__(self, denoise_fn: Backbone, fs2: ConditioningEmbedding, betas, spec_min, spec_max,
-                 K_step: int | None = None, loss_type: str = "l2", keep_bins: int | None = None):
+                 K_step: int | None = None, loss_type: str = "l2", keep_bins: int | None = None,
+                 prediction: str = "eps"):
         super().__init__()
         self.denoise_fn = denoise_fn
         self.fs2 = fs2
@@ -42,6 +44,7 @@ class GaussianDiffusion(nn.Module):
         self.num_timesteps = int(self.betas.shape[0])
         self.K_step = int(K_step or self.num_timesteps)
         self.loss_type = loss_type
+        self.prediction = prediction  # what denoise_fn outputs: "eps" (the original) or "v" (see eps_from)
         keep = keep_bins or len(spec_min)
         self.register_buffer("spec_min", torch.tensor(list(spec_min), dtype=torch.float32)[None, None, :keep])
         self.register_buffer("spec_max", torch.tensor(list(spec_max), dtype=torch.float32)[None, None, :keep])
@@ -57,7 +60,8 @@ class GaussianDiffusion(nn.Module):
             )
         betas = make_betas(config.schedule_type, config.timesteps, config.max_beta)
         return cls(make_backbone(config), ConditioningEmbedding.from_config(config), betas,
-                   config.spec_min, config.spec_max, config.K_step, config.diff_loss_type, config.keep_bins)
+                   config.spec_min, config.spec_max, config.K_step, config.diff_loss_type, config.keep_bins,
+                   getattr(config, "prediction", "eps"))
 
     # --- buffers and normalisation ---
     def schedule(self) -> dict[str, torch.Tensor]:
@@ -80,6 +84,25 @@ class GaussianDiffusion(nn.Module):
         b = self.sqrt_one_minus_alphas_cumprod.gather(-1, t).reshape(-1, 1, 1, 1)
         return a * x0 + b * noise
 
+    # --- prediction target (config `prediction`) ---
+    def target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """What denoise_fn learns to output: the noise (eps), or v = sqrt(a) eps - sqrt(1-a) x0
+        (Salimans & Ho 2022, "Progressive distillation", sec. 4; a = alphas_cumprod[t])."""
+        if self.prediction == "eps":
+            return noise
+        a = self.sqrt_alphas_cumprod.gather(-1, t).reshape(-1, 1, 1, 1)
+        b = self.sqrt_one_minus_alphas_cumprod.gather(-1, t).reshape(-1, 1, 1, 1)
+        return a * noise - b * x0
+
+    def eps_from(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The noise implied by denoise_fn's output at x_t, t (the samplers take the noise):
+        eps = sqrt(a) v + sqrt(1-a) x_t for v prediction, the output itself for eps."""
+        if self.prediction == "eps":
+            return out
+        a = self.sqrt_alphas_cumprod.gather(-1, t).reshape(-1, 1, 1, 1).to(out.dtype)
+        b = self.sqrt_one_minus_alphas_cumprod.gather(-1, t).reshape(-1, 1, 1, 1).to(out.dtype)
+        return a * out + b * x_t
+
     # --- conditioning ---
     def condition(self, units: torch.Tensor, mel2ph: torch.Tensor, f0_log2: torch.Tensor) -> Conditioning:
         """Conditioning with cond [B,H,T] for the denoiser, f0_denorm [B,T], pitch [B,T]."""
@@ -96,8 +119,10 @@ class GaussianDiffusion(nn.Module):
     # --- training ---
     def loss(self, mel: torch.Tensor, units: torch.Tensor, mel2ph: torch.Tensor, f0_log2: torch.Tensor,
              lengths: torch.Tensor | None = None, *, t: torch.Tensor | None = None,
-             noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The noise-prediction loss on a padded batch.
+             noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
+             weights: torch.Tensor | None = None) -> torch.Tensor:
+        """The noise-prediction loss on a padded batch (the v-prediction loss when prediction is v).
+        `weights` [B]: each item's loss weight (a weighting over timesteps; None: all 1).
 
         lengths given: padded frames are masked out of the denoiser's view and of the loss (ours).
         lengths None: the original's loss, a mean over the whole padded tensor.
@@ -113,8 +138,11 @@ class GaussianDiffusion(nn.Module):
         x_t = self.q_sample(x0, t, noise)
         if mask is not None:
             x_t = x_t * mask
-        eps = self.denoise_fn(x_t, t, cond, None if mask is None else mask[:, 0])
-        err = (noise - eps).abs() if self.loss_type == "l1" else (noise - eps) ** 2
+        out = self.denoise_fn(x_t, t, cond, None if mask is None else mask[:, 0])
+        target = self.target(x0, t, noise)
+        err = (target - out).abs() if self.loss_type == "l1" else (target - out) ** 2
+        if weights is not None:
+            err = err * weights.reshape(-1, 1, 1, 1).to(err.dtype)
         if mask is None:
             return err.mean()
         return (err * mask).sum() / (mask.sum() * err.shape[2]).clamp(min=1)
@@ -152,7 +180,7 @@ class GaussianDiffusion(nn.Module):
         dn_mask = None if mask is None else mask[:, 0]
 
         def denoise(x_: torch.Tensor, t_: torch.Tensor) -> torch.Tensor:
-            return self.denoise_fn(x_, t_, cond, dn_mask)
+            return self.eps_from(self.denoise_fn(x_, t_, cond, dn_mask), x_, t_)
 
         x = sampler.sample(denoise, x, t_start, mask=mask, generator=generator, progress=progress)
         mel = self.denorm_spec(x[:, 0].transpose(1, 2))

@@ -5,6 +5,10 @@ keys, optimizer_states, lr_schedulers) and carries our resume record under RESUM
 original ignores: the data epoch and position, the batch plan and split, the loss scaler, the
 global random states and the state of any extra modules (TrainState.extras).
 
+With a weight average (ema.py), `state_dict` holds the averaged weights, so `diffsvc infer` and
+the original Diff-SVC read those; the raw weights the optimizer goes on from are in the resume
+record under RAW_WEIGHTS_KEY.
+
 Writes go to a temporary name and are renamed when complete; old checkpoints are pruned only
 after that, so a full disk or a kill mid-write leaves the last good checkpoint as it was.
 """
@@ -18,11 +22,13 @@ from diffsvc.checkpoint import checkpoint_name, load_model, save_model
 from diffsvc.config import Config
 from diffsvc.errors import CheckpointError, DiffSvcError
 from diffsvc.training.batch_size import BatchPlan
+from diffsvc.training.ema import inference_weights, weight_average
 from diffsvc.training.project import Project
 from diffsvc.training.randomness import rng_states, set_rng_states
 from diffsvc.training.state import TrainState
 
 RESUME_KEY = "diffsvc_resume"  # our resume state inside the checkpoint; the original ignores it
+RAW_WEIGHTS_KEY = "raw_weights"  # in the resume record: the trained (not averaged) weights, with a weight average
 
 
 class CheckpointWriteError(DiffSvcError):
@@ -40,6 +46,8 @@ def resume_record(state: TrainState, *, world_size: int, plan: BatchPlan) -> dic
     }
     if state.extras:
         record["extras"] = {name: module.state_dict() for name, module in state.extras.items()}
+    if weight_average(state.extras) is not None:
+        record[RAW_WEIGHTS_KEY] = {k: v.detach().cpu().clone() for k, v in state.model.state_dict().items()}
     return record
 
 
@@ -52,9 +60,11 @@ def save_checkpoint(state: TrainState, project: Project, *, world_size: int, pla
     be written; the previous checkpoints are left as they were."""
     path = project.root / checkpoint_name(state.step)
     try:
-        save_model(path, state.model, state.step, epoch=state.epoch,
-                   optimizer_states=[state.optimizer.state_dict()], lr_schedulers=[state.scheduler.state_dict()],
-                   extra={**(extra or {}), RESUME_KEY: resume_record(state, world_size=world_size, plan=plan)})
+        record = resume_record(state, world_size=world_size, plan=plan)
+        with inference_weights(state):  # state_dict: the averaged weights when the run averages
+            save_model(path, state.model, state.step, epoch=state.epoch,
+                       optimizer_states=[state.optimizer.state_dict()], lr_schedulers=[state.scheduler.state_dict()],
+                       extra={**(extra or {}), RESUME_KEY: record})
     except OSError as e:
         last = project.latest_checkpoint()
         kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
@@ -90,8 +100,28 @@ def resume(state: TrainState, path: Path, config: Config, *, world_size: int, tr
     for name, saved in (record.get("extras") or {}).items():
         if name in state.extras:
             state.extras[name].load_state_dict(saved)
+    restore_average(state, record, log)
     set_rng_states(record.get("rng"))
     log(f"resumed from {path} (step {state.step})")
+
+
+def restore_average(state: TrainState, record: dict, log: Callable[[str], None] = print) -> None:
+    """After the checkpoint's `state_dict` was loaded into state.model: with a weight average, those
+    were the averages and the raw weights come from the record; a checkpoint without raw weights
+    (the original's, or one trained without averaging) starts the average from its weights.
+    Without a weight average this run trains on from the checkpoint's weights."""
+    average = weight_average(state.extras)
+    raw = record.get(RAW_WEIGHTS_KEY)
+    if average is None:
+        if raw is not None:
+            state.model.load_state_dict(raw)
+            log("this run keeps no weight average (ema_decay: 0): it trains on from the raw weights")
+        return
+    average.reset(state.model)
+    if raw is not None:
+        state.model.load_state_dict(raw)
+    else:
+        log("the checkpoint holds no weight average: averaging starts from its weights")
 
 
 def init_weights_from(state: TrainState, path: Path, config: Config, *, trust: bool = False,
@@ -111,6 +141,9 @@ def init_weights_from(state: TrainState, path: Path, config: Config, *, trust: b
     missing, _unexpected = state.model.load_state_dict(weights, strict=False)
     if [k for k in missing if k not in ("spec_min", "spec_max")]:
         raise CheckpointError(f"{path}: does not fit this project's model ({missing[0]} missing)")
+    average = weight_average(state.extras)
+    if average is not None:
+        average.reset(state.model)
     log(f"initialised from {path} (trained {loaded.global_step} steps); "
         "optimizer and step start fresh, spec_min/spec_max are this data's")
 

@@ -34,12 +34,14 @@ from diffsvc.training.checkpointing import restore_or_init, save_checkpoint
 from diffsvc.training.devices import PRECISION_NAMES, autocast, pick_device, pick_precision
 from diffsvc.training.distributed import (DistInfo, all_reduce_min_int, barrier, dist_info_from_env,
                                           init_distributed, shutdown_distributed)
+from diffsvc.training.ema import inference_weights
 from diffsvc.training.logging import TrainLogger
 from diffsvc.training.objective import DiffusionLoss, LossFunction
 from diffsvc.training.project import Project, check_data_matches
 from diffsvc.training.state import TrainState, build_state
 from diffsvc.training.step import StepOutcome, StepSettings, optimizer_step
 from diffsvc.training.validate import Validator
+from diffsvc.training.weighting import weighting_from_config
 
 MAX_BAD_STEPS = 5
 
@@ -100,9 +102,11 @@ LossFactory = Callable[[TrainState, Config, torch.device, DistInfo], LossFunctio
 
 
 def diffusion_loss(state: TrainState, config: Config, device: torch.device, dist: DistInfo) -> LossFunction:
-    """The default objective: the original's noise-prediction loss (masked when config.loss_mask)."""
+    """The default objective: the original's noise-prediction loss (masked when config.loss_mask),
+    weighted over timesteps as config.loss_weighting says (weighting.py)."""
     return DiffusionLoss.for_model(state.model, seed=config.seed, masked=config.loss_mask, device=device,
-                                   generator=state.generator, dist=dist)
+                                   generator=state.generator, dist=dist,
+                                   weighting=weighting_from_config(config, state.model))
 
 
 class StopSignals:
@@ -254,7 +258,8 @@ class Trainer:
         num_valid_plots pieces); None on other processes or without validation pieces."""
         if not self.dist.is_main:
             return None
-        return self.validator(self.state.model, self._local_loss(), self.state.step)
+        with inference_weights(self.state):  # the weight average when the run keeps one
+            return self.validator(self.state.model, self._local_loss(), self.state.step)
 
     def save_checkpoint(self) -> Path | None:
         """Write a checkpoint of the current state (main process only; None on the others)."""

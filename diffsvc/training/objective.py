@@ -34,25 +34,30 @@ class LossModule(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, mel, units, mel2ph, f0, lengths, t, noise):
-        return self.model.loss(mel, units, mel2ph, f0, lengths, t=t, noise=noise)
+    def forward(self, mel, units, mel2ph, f0, lengths, t, noise, weights=None):
+        return self.model.loss(mel, units, mel2ph, f0, lengths, t=t, noise=noise, weights=weights)
 
 
 def batch_loss(loss_fn: Callable, batch: TrainingBatch, *, seed: int, k_step: int, n_mels: int, masked: bool,
                device: torch.device, stream: int = TRAIN_STREAM,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None,
+               weighting: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """The loss of one (device-resident) batch with its per-item randomness. `loss_fn` takes
-    (mel, units, mel2ph, f0, lengths or None, t, noise) as LossModule.forward does."""
+    (mel, units, mel2ph, f0, lengths or None, t, noise[, weights]) as LossModule.forward does;
+    `weighting(t)` gives each item's weight (weighting.py; None: the original's equal weights)."""
     t, noise = item_randomness(batch, seed=seed, k_step=k_step, n_mels=n_mels, masked=masked, device=device,
                                stream=stream, generator=generator)
     lengths = batch.lengths if masked else None
-    return loss_fn(batch.mel, batch.units, batch.mel2ph, batch.f0, lengths, t, noise)
+    if weighting is None:
+        return loss_fn(batch.mel, batch.units, batch.mel2ph, batch.f0, lengths, t, noise)
+    return loss_fn(batch.mel, batch.units, batch.mel2ph, batch.f0, lengths, t, noise, weighting(t))
 
 
 @dataclass
 class DiffusionLoss:
     """The original's objective (L2 or L1 on the predicted noise; masked to real frames when
     `masked`), bound to the run's seed and sizes: `loss(batch, stream=0)` is one scalar.
+    `weighting` (weighting.TimestepWeighting, or None for the original) weights items by their t.
 
     `module` is a LossModule, or that module wrapped by DistributedDataParallel."""
 
@@ -63,18 +68,21 @@ class DiffusionLoss:
     masked: bool
     device: torch.device
     generator: torch.Generator
+    weighting: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @classmethod
     def for_model(cls, model: GaussianDiffusion, *, seed: int, masked: bool, device: torch.device,
-                  generator: torch.Generator, dist: DistInfo | None = None) -> "DiffusionLoss":
+                  generator: torch.Generator, dist: DistInfo | None = None,
+                  weighting: Callable[[torch.Tensor], torch.Tensor] | None = None) -> "DiffusionLoss":
         """The loss of `model`; with several processes its LossModule is wrapped by DDP, which
         broadcasts rank 0's weights and checks every rank built the same model."""
         return cls(distributed(LossModule(model), dist, device), seed=seed, k_step=model.K_step,
-                   n_mels=model.n_mels, masked=masked, device=device, generator=generator)
+                   n_mels=model.n_mels, masked=masked, device=device, generator=generator, weighting=weighting)
 
     def __call__(self, batch: TrainingBatch, stream: int = TRAIN_STREAM) -> torch.Tensor:
         return batch_loss(self.module, batch, seed=self.seed, k_step=self.k_step, n_mels=self.n_mels,
-                          masked=self.masked, device=self.device, stream=stream, generator=self.generator)
+                          masked=self.masked, device=self.device, stream=stream, generator=self.generator,
+                          weighting=self.weighting)
 
     def local(self) -> "DiffusionLoss":
         """The same loss on this process's module alone (no DDP wrapper)."""

@@ -10,6 +10,7 @@ from torch import nn
 
 from diffsvc.config import Config
 from diffsvc.model.diffusion import GaussianDiffusion
+from diffsvc.training.ema import EMA_NAME, WeightAverage
 from diffsvc.training.randomness import seed_everything
 
 LR_GAMMA = 0.5  # the original hard-codes the halving (SVC_task.py:117), it is not a config key
@@ -54,7 +55,8 @@ def build_state(config: Config, device: torch.device, amp_dtype: torch.dtype | N
                 make_model: Callable[[Config], nn.Module] = GaussianDiffusion.from_config) -> TrainState:
     """A fresh state: the global generators seeded with config.seed, then the model (its initial
     weights come from them) in train mode on `device`, AdamW with the config's lr, weight decay
-    and betas, a StepLR halving every decay_steps, and a loss scaler for fp16 only.
+    and betas, a StepLR halving every decay_steps, a loss scaler for fp16 only, and a weight
+    average (extras["ema"], ema.py) when config.ema_decay > 0.
     `make_model(config)` builds another model (for instance one with a speaker embedding)."""
     seed_everything(config.seed)
     model = make_model(config).to(device)
@@ -64,4 +66,7 @@ def build_state(config: Config, device: torch.device, amp_dtype: torch.dtype | N
                                   betas=(config.optimizer_adam_beta1, config.optimizer_adam_beta2))
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.decay_steps, gamma=LR_GAMMA)
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
-    return TrainState(model, optimizer, scheduler, scaler, torch.Generator(device=device))
+    state = TrainState(model, optimizer, scheduler, scaler, torch.Generator(device=device))
+    if config.ema_decay > 0:
+        state.extras[EMA_NAME] = WeightAverage(model, config.ema_decay).to(device)
+    return state

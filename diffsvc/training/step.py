@@ -1,6 +1,6 @@
 """One optimizer step: forward and backward (with autocast and the fp16 loss scaler), a batch
 retried in parts when it runs out of memory, gradients averaged over processes, a guard against
-non-finite losses, gradient clipping, then the optimizer and the schedule."""
+non-finite losses, gradient clipping, then the optimizer, the schedule and the weight average."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from diffsvc.errors import DiffSvcError
 from diffsvc.training import batch_size as bs
 from diffsvc.training.devices import autocast
 from diffsvc.training.distributed import DistInfo, all_reduce_max, average_gradients
+from diffsvc.training.ema import weight_average
 from diffsvc.training.objective import LossFunction
 from diffsvc.training.state import TrainState
 
@@ -121,5 +122,8 @@ def optimizer_step(state: TrainState, batches: list[TrainingBatch], loss: LossFu
     else:
         state.optimizer.step()
     state.scheduler.step()
+    average = weight_average(state.extras)
+    if average is not None:
+        average.update(state.model)
     state.step += 1
     return StepOutcome(True, value, grad_norm, stop)

@@ -1,0 +1,183 @@
+"""The training recipe: the weight average (EMA) through save, resume and inference; the min-SNR
+weighting; the v-prediction target; the config keys; the original recipe one setting away."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+from conftest import tiny_config
+from diffsvc.checkpoint import load_model
+from diffsvc.config import DEFAULT_CONFIG, Config, load_config
+from diffsvc.errors import ConfigError
+from diffsvc.model.diffusion import GaussianDiffusion
+from diffsvc.training.checkpointing import RAW_WEIGHTS_KEY, RESUME_KEY
+from diffsvc.training.ema import EMA_NAME, WeightAverage
+from diffsvc.training.loop import Trainer, train
+from diffsvc.training.weighting import min_snr_weights
+from test_training import N_MELS, data_dir, options, quiet, write_config  # noqa: F401 - data_dir is a fixture
+
+NEW = dict(ema_decay=0.9, loss_weighting="min-snr", min_snr_gamma=5.0)
+
+
+# --- the weight average ---
+def test_weight_average_follows_the_formula_and_swaps_back_exactly():
+    model = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    avg = WeightAverage(model, 0.99)
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    avg.update(model)  # decay min(0.99, 1/10) = 0.1: 0.1*1 + 0.9*3
+    assert float(avg.averages()["weight"][0, 0]) == pytest.approx(2.8)
+    avg.update(model)  # decay 2/11
+    assert float(avg.averages()["weight"][0, 0]) == pytest.approx(2 / 11 * 2.8 + 9 / 11 * 3.0)
+    before = model.weight.detach().clone()
+    with avg.swapped_into(model):
+        assert torch.equal(model.weight, avg.averages()["weight"])
+    assert torch.equal(model.weight, before)
+
+
+def test_resume_with_a_weight_average_is_bit_exact(tmp_path, data_dir):
+    base = write_config(tmp_path / "base.yaml", **NEW)
+    straight = train(options(tmp_path, data_dir, "straight", base_config=base, max_steps=6), log=quiet)
+    train(options(tmp_path, data_dir, "resumed", base_config=base, max_steps=3), log=quiet)
+    second = train(options(tmp_path, data_dir, "resumed", base_config=base, max_steps=6), log=quiet)
+    assert [r.loss for r in second.history] == [r.loss for r in straight.history[3:]]
+    a = torch.load(straight.checkpoint, map_location="cpu", weights_only=True)
+    b = torch.load(second.checkpoint, map_location="cpu", weights_only=True)
+    for k in a["state_dict"]:  # the averaged weights
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    for k in a[RESUME_KEY][RAW_WEIGHTS_KEY]:  # and the raw ones
+        assert torch.equal(a[RESUME_KEY][RAW_WEIGHTS_KEY][k], b[RESUME_KEY][RAW_WEIGHTS_KEY][k]), k
+    assert int(b[RESUME_KEY]["extras"][EMA_NAME]["num_updates"]) == 6
+
+
+def test_the_checkpoint_hands_inference_the_averaged_weights(tmp_path, data_dir):
+    base = write_config(tmp_path / "base.yaml", **NEW)
+    trainer = Trainer(options(tmp_path, data_dir, base_config=base, max_steps=4), log=quiet)
+    result = trainer.run()
+    state = trainer.state
+    averages = state.extras[EMA_NAME].averages()
+    loaded = load_model(result.checkpoint)  # what `diffsvc infer` loads (and the original reads)
+    name = "denoise_fn.output_projection.weight"
+    assert torch.equal(loaded.model.state_dict()[name], averages[name])
+    assert not torch.equal(averages[name], state.model.state_dict()[name])  # the average differs from the raw
+    raw = torch.load(result.checkpoint, map_location="cpu", weights_only=True)[RESUME_KEY][RAW_WEIGHTS_KEY]
+    assert torch.equal(raw[name], state.model.state_dict()[name])  # the run trains on from the raw weights
+    # validation sees the averages, and leaves the raw weights in place
+    seen = {}
+    original = trainer.validator.__class__.__call__
+
+    def spy(self, model, loss, step):
+        seen["w"] = model.state_dict()[name].clone()
+        return original(self, model, loss, step)
+
+    trainer.validator.__class__.__call__ = spy
+    try:
+        trainer.validate()
+    finally:
+        trainer.validator.__class__.__call__ = original
+    assert torch.equal(seen["w"], averages[name])
+    assert torch.equal(state.model.state_dict()[name], raw[name])
+
+
+def test_an_original_checkpoint_resumed_with_averaging_starts_the_average_from_its_weights(tmp_path, data_dir):
+    plain = write_config(tmp_path / "plain.yaml")
+    first = train(options(tmp_path, data_dir, "p", base_config=plain, max_steps=3), log=quiet)
+    ckpt = torch.load(first.checkpoint, map_location="cpu", weights_only=True)
+    assert RAW_WEIGHTS_KEY not in ckpt[RESUME_KEY]  # the original recipe writes the plain layout
+    project = options(tmp_path, data_dir, "p").project
+    config = yaml.safe_load(project.config_path.read_text())
+    config.update(NEW)
+    project.config_path.write_text(yaml.safe_dump(config))
+    trainer = Trainer(options(tmp_path, data_dir, "p", base_config=plain, max_steps=3), log=quiet)
+    state = trainer.build()
+    name = "denoise_fn.output_projection.weight"
+    assert torch.equal(state.extras[EMA_NAME].averages()[name], ckpt["state_dict"]["model." + name])
+    assert torch.equal(state.model.state_dict()[name], ckpt["state_dict"]["model." + name])
+
+
+# --- the weighting ---
+def test_min_snr_weights_match_known_values():
+    ac = torch.tensor([0.5, 0.9, 0.99], dtype=torch.float64)  # SNR 1, 9, 99
+    t = torch.tensor([0, 1, 2])
+    eps = min_snr_weights(ac, t, 5.0, "eps")
+    v = min_snr_weights(ac, t, 5.0, "v")
+    torch.testing.assert_close(eps, torch.tensor([1.0, 5 / 9, 5 / 99]))
+    torch.testing.assert_close(v, torch.tensor([0.5, 0.5, 5 / 100]))
+
+
+def test_min_snr_weights_each_items_loss_by_its_step():
+    torch.manual_seed(0)
+    model = GaussianDiffusion.from_config(tiny_config(audio_num_mel_bins=N_MELS, keep_bins=N_MELS))
+    b, frames = 2, 12
+    mel = torch.rand(b, frames, N_MELS) * -4
+    units = torch.randn(b, frames, 256)
+    mel2ph = torch.arange(1, frames + 1).repeat(b, 1)
+    f0 = torch.full((b, frames), 8.0)
+    t = torch.tensor([1, 90])  # low noise (SNR >> 5) and high noise (SNR < 5)
+    noise = torch.randn(b, 1, N_MELS, frames)
+    w = min_snr_weights(model.alphas_cumprod, t, 5.0)
+    assert float(w[0]) < 0.1 and float(w[1]) == pytest.approx(1.0)
+    per_item = [model.loss(mel[i:i + 1], units[i:i + 1], mel2ph[i:i + 1], f0[i:i + 1], t=t[i:i + 1],
+                           noise=noise[i:i + 1]) for i in range(b)]
+    weighted = model.loss(mel, units, mel2ph, f0, t=t, noise=noise, weights=w)
+    torch.testing.assert_close(weighted, (w[0] * per_item[0] + w[1] * per_item[1]) / b)
+
+
+def test_the_original_recipe_trains_as_before(tmp_path, data_dir):
+    # a config without the recipe keys is the original's: the same losses as the explicit original
+    plain = write_config(tmp_path / "plain.yaml")
+    explicit = write_config(tmp_path / "explicit.yaml", ema_decay=0.0, loss_weighting="none", prediction="eps")
+    a = train(options(tmp_path, data_dir, "a", base_config=plain, max_steps=2), log=quiet)
+    b = train(options(tmp_path, data_dir, "b", base_config=explicit, max_steps=2), log=quiet)
+    c = train(options(tmp_path, data_dir, "c", base_config=write_config(tmp_path / "n.yaml", **NEW), max_steps=2),
+              log=quiet)
+    assert [r.loss for r in a.history] == [r.loss for r in b.history]
+    assert c.history[0].loss < a.history[0].loss  # min-snr down-weights the low-noise items
+
+
+# --- v prediction ---
+def test_v_prediction_hands_the_samplers_the_noise():
+    model = GaussianDiffusion.from_config(tiny_config(prediction="v"))
+    x0 = torch.rand(3, 1, 128, 5) * 2 - 1
+    noise = torch.randn_like(x0)
+    t = torch.tensor([0, 50, 99])
+    x_t = model.q_sample(x0, t, noise)
+    torch.testing.assert_close(model.eps_from(model.target(x0, t, noise), x_t, t), noise)
+    eps_model = GaussianDiffusion.from_config(tiny_config())
+    assert torch.equal(eps_model.target(x0, t, noise), noise)
+
+
+def test_a_v_model_checkpoint_loads_as_a_v_model(tmp_path, data_dir):
+    base = write_config(tmp_path / "base.yaml", prediction="v")
+    result = train(options(tmp_path, data_dir, base_config=base, max_steps=1), log=quiet)
+    assert load_model(result.checkpoint).model.prediction == "v"
+
+
+# --- config ---
+@pytest.mark.parametrize("data, message", [
+    ({"ema_decay": 1.0}, r"ema_decay: 1.0 must be below 1"),
+    ({"ema_decay": -0.1}, r"ema_decay: -0.1 is too small"),
+    ({"loss_weighting": "snr"}, r"loss_weighting: 'snr' is not one of none, min-snr"),
+    ({"min_snr_gamma": 0}, r"min_snr_gamma: 0.0 is too small"),
+    ({"prediction": "x0"}, r"prediction: 'x0' is not one of eps, v"),
+])
+def test_recipe_config_errors_name_the_key(tmp_path, data, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_new_projects_get_the_new_recipe_and_original_configs_the_original():
+    new = load_config(DEFAULT_CONFIG)
+    assert (new.ema_decay, new.loss_weighting) == (0.999, "min-snr")
+    assert (Config().ema_decay, Config().loss_weighting, Config().prediction) == (0.0, "none", "eps")
+    original = {"task_cls": "training.task.SVC_task.SVCTask", "lr": 0.0008}
+    from diffsvc.config import config_from_dict
+
+    loaded = config_from_dict(original, strict=False)
+    assert (loaded.ema_decay, loaded.loss_weighting, loaded.prediction) == (0.0, "none", "eps")
