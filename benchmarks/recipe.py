@@ -162,6 +162,55 @@ def picture(path: Path, real: np.ndarray, before: np.ndarray, after: np.ndarray,
     plt.close(fig)
 
 
+def report(args, recipes: dict, results: list[dict], pieces: int) -> None:
+    """Write the table (benchmarks/results/<out>.md and .json), the sampled mels and the picture."""
+    others = [n for n in recipes if n != "original"]
+    headers = ["steps", "recipe", "train s", "log-mel dB", "MCD dB", "roughness (x real)", "eps MSE (mean over t)",
+               "val loss (own objective)"]
+    rows = [[r["steps"], r["recipe"], round(r["seconds"]), r["logmel_db"], r["mcd_db"], r["roughness"], r["eps_mse"],
+             r["val_loss"]] for r in results]
+    ratio_rows = []
+    for point in sorted({r['steps'] for r in results}):
+        o = next(r for r in results if r["steps"] == point and r["recipe"] == "original")
+        for name in others:
+            n = next(r for r in results if r["steps"] == point and r["recipe"] == name)
+            ratio_rows.append([point, name, n["logmel_db"] / o["logmel_db"], n["mcd_db"] / o["mcd_db"],
+                               n["roughness"], n["seconds"] / o["seconds"]])
+    text = "\n".join([
+        "# Training recipes: the original's against ours (benchmarks/recipe.py)", "",
+        f"Machine: {machine_line(torch.device('cpu'))}; shared with other work, so both recipes trained "
+        f"interleaved in one process ({args.chunk}-step turns) and each one's wall-clock seconds are shown.",
+        f"Data: the offline demo's corpus (singer B, stand-in content features); model and lr of configs/demo.yaml. "
+        f"Measured on {pieces} validation pieces ({args.frames} frames each), sampled from pure noise with the "
+        "demo's sampler (dpm-solver++ 20).",
+        "Recipes: " + "; ".join(f"{n}: {r}" for n, r in recipes.items()) + ".", "",
+        markdown_table(headers, rows), "",
+        "New over original at the same step (and so about the same wall-clock time):", "",
+        markdown_table(["steps", "recipe", "log-mel ratio", "MCD ratio", "roughness (x real)", "time ratio"],
+                       ratio_rows),
+        "",
+    ])
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.out}.md").write_text(text)
+    (RESULTS / f"{args.out}.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "mels"}
+                                                          for r in results], indent=1))
+    print(text)
+    last = max(r['steps'] for r in results)
+    np.savez(args.workdir / f"{args.out}_mels.npz", **{f"{r['recipe']}_{r['steps']}_{i}_{kind}": mel
+                                                       for r in results for i, pair in enumerate(r["mels"])
+                                                       for kind, mel in zip(("real", "sampled"), pair)})
+    if args.picture:
+        shown = args.picture_recipe or others[0]
+        o = next(r for r in results if r["steps"] == last and r["recipe"] == "original")
+        n = next(r for r in results if r["steps"] == last and r["recipe"] == shown)
+        real, before = o["mels"][0]
+        picture(args.picture, real, before, n["mels"][0][1],
+                ["real mel (validation piece of singer B)",
+                 f"original recipe, {last} steps, from pure noise (roughness {o['roughness']:.1f}x)",
+                 f"{shown} recipe, {last} steps, from pure noise (roughness {n['roughness']:.1f}x)"])
+
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workdir", type=Path, default=Path("bench_recipe"))
@@ -203,49 +252,7 @@ def main() -> None:
             print(f"  {name} @ {point}: log-mel {m['logmel_db']:.2f} dB, MCD {m['mcd_db']:.2f} dB, roughness "
                   f"{m['roughness']:.2f}x, eps MSE {m['eps_mse']:.4f}, val loss {m['val_loss']:.4f}", flush=True)
 
-    headers = ["steps", "recipe", "train s", "log-mel dB", "MCD dB", "roughness (x real)", "eps MSE (mean over t)",
-               "val loss (own objective)"]
-    rows = [[r["steps"], r["recipe"], round(r["seconds"]), r["logmel_db"], r["mcd_db"], r["roughness"], r["eps_mse"],
-             r["val_loss"]] for r in results]
-    ratio_rows = []
-    for point in sorted(args.points):
-        o = next(r for r in results if r["steps"] == point and r["recipe"] == "original")
-        for name in others:
-            n = next(r for r in results if r["steps"] == point and r["recipe"] == name)
-            ratio_rows.append([point, name, n["logmel_db"] / o["logmel_db"], n["mcd_db"] / o["mcd_db"],
-                               n["roughness"], n["seconds"] / o["seconds"]])
-    text = "\n".join([
-        "# Training recipes: the original's against ours (benchmarks/recipe.py)", "",
-        f"Machine: {machine_line(torch.device('cpu'))}; shared with other work, so both recipes trained "
-        f"interleaved in one process ({args.chunk}-step turns) and each one's wall-clock seconds are shown.",
-        f"Data: the offline demo's corpus (singer B, stand-in content features); model and lr of configs/demo.yaml. "
-        f"Measured on {pieces} validation pieces ({args.frames} frames each), sampled from pure noise with the "
-        "demo's sampler (dpm-solver++ 20).",
-        "Recipes: " + "; ".join(f"{n}: {r}" for n, r in recipes.items()) + ".", "",
-        markdown_table(headers, rows), "",
-        "New over original at the same step (and so about the same wall-clock time):", "",
-        markdown_table(["steps", "recipe", "log-mel ratio", "MCD ratio", "roughness (x real)", "time ratio"],
-                       ratio_rows),
-        "",
-    ])
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.out}.md").write_text(text)
-    (RESULTS / f"{args.out}.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "mels"}
-                                                          for r in results], indent=1))
-    print(text)
-    last = max(args.points)
-    np.savez(args.workdir / f"{args.out}_mels.npz", **{f"{r['recipe']}_{r['steps']}_{i}_{kind}": mel
-                                                       for r in results for i, pair in enumerate(r["mels"])
-                                                       for kind, mel in zip(("real", "sampled"), pair)})
-    if args.picture:
-        shown = args.picture_recipe or others[0]
-        o = next(r for r in results if r["steps"] == last and r["recipe"] == "original")
-        n = next(r for r in results if r["steps"] == last and r["recipe"] == shown)
-        real, before = o["mels"][0]
-        picture(args.picture, real, before, n["mels"][0][1],
-                ["real mel (validation piece of singer B)",
-                 f"original recipe, {last} steps, from pure noise (roughness {o['roughness']:.1f}x)",
-                 f"{shown} recipe, {last} steps, from pure noise (roughness {n['roughness']:.1f}x)"])
+        report(args, recipes, results, pieces)  # after every point: a cut-short run keeps its table
 
 
 if __name__ == "__main__":

@@ -88,6 +88,21 @@ def measure_melody(input_wav: Path, output_wav: Path, key: float) -> dict:
     }
 
 
+def measure_roughness(input_wav: Path, output_wav: Path) -> dict:
+    """Frame-to-frame roughness (mean absolute difference of neighbouring frames of the log mel,
+    over bins and frames) of the output's mel and the input's, both analysed from the audio the
+    same way; a ratio near 1 means no broadband stripes (benchmarks/recipe.py measures the same)."""
+    from diffsvc.audio.load import load_audio
+    from diffsvc.audio.mel import MelExtractor
+
+    extract = MelExtractor()
+    rough = {}
+    for name, path in (("input", input_wav), ("output", output_wav)):
+        mel = np.asarray(extract.numpy(load_audio(path)), dtype=np.float64)  # [frames, bins], log10
+        rough[name] = float(np.abs(np.diff(mel, axis=0)).mean())
+    return {"input": rough["input"], "output": rough["output"], "ratio": rough["output"] / rough["input"]}
+
+
 def run(args: argparse.Namespace) -> int:
     import shutil
 
@@ -134,17 +149,21 @@ def run(args: argparse.Namespace) -> int:
                                           "--key", str(KEY), "--f0", "parselmouth", "--out", str(output), "--plot",
                                           "--overwrite", "--seed", "0", "--device", args.device]))
     check = measure_melody(phrase, output, KEY)
+    rough = measure_roughness(phrase, output)
     lines = ["# diffsvc demo report", ""]
     lines += [f"- {note}" for note in notes] or ["- real HuBERT-soft and NSF-HiFiGAN weights were used"]
     lines += ["", "| stage | seconds |", "|---|---|"] + [f"| {name} | {sec:.1f} |" for name, sec in report]
     lines += ["", f"Output: {output} ({check['output_samples']} samples; input {check['input_samples']})",
               f"Melody check (output f0 against input f0 + {KEY} semitones, parselmouth, "
               f"{check['voiced_frames_both']} frames voiced in both): median {check['median_abs_cents']:.1f} cents, "
-              f"90th percentile {check['p90_abs_cents']:.1f} cents", ""]
+              f"90th percentile {check['p90_abs_cents']:.1f} cents",
+              f"Smoothness check (frame-to-frame roughness of the output's mel over the input's, both analysed "
+              f"from the audio): {rough['ratio']:.2f}x (1.0: as smooth as the input; stripes give several times)", ""]
     text = "\n".join(lines)
     atomic_write_text(work / "report.md", text)
     atomic_write_text(work / "report.json", json.dumps({
-        "stand_ins": notes, "stages": dict(report), "output": str(output), "melody": check}, indent=1))
+        "stand_ins": notes, "stages": dict(report), "output": str(output), "melody": check,
+        "roughness": rough}, indent=1))
     print("\n" + text)
     if notes:
         print("demo: this run used STAND-INS; real conversion needs the public weights in models/ (check: diffsvc models)")
