@@ -159,8 +159,9 @@ class Config:
     # --- the training recipe (ours; a config without these keys trains with the original's) ---
     ema_decay: float = _f(0.0, "ours: average of the weights (EMA) used for validation, inference and the saved model "
                           "(0: off, the original)", min=0.0, max=1.0)
-    loss_weighting: str = _f("none", "ours: loss weight over timesteps: none (the original) or min-snr "
-                             "(Hang et al. 2023)", choices=("none", "min-snr"))
+    loss_weighting: str = _f("none", "ours: loss weight over timesteps: none (the original), min-snr "
+                             "(Hang et al. 2023) or clamped-snr (min-snr with a floor; for v)",
+                             choices=("none", "min-snr", "clamped-snr"))
     min_snr_gamma: float = _f(5.0, "the gamma of min-snr: weight min(SNR, gamma)/SNR (eps), /(SNR+1) (v)", min=0.0,
                               min_exclusive=True)
     prediction: str = _f("eps", "what the denoiser predicts: eps (the noise, the original) or v (ours; "

@@ -107,6 +107,13 @@ def test_min_snr_weights_match_known_values():
     v = min_snr_weights(ac, t, 5.0, "v")
     torch.testing.assert_close(eps, torch.tensor([1.0, 5 / 9, 5 / 99]))
     torch.testing.assert_close(v, torch.tensor([0.5, 0.5, 5 / 100]))
+    # clamped-snr: clean-mel weight clamp(SNR, 1, gamma); a high-noise step (SNR 1/99) keeps about 1 in v
+    ac = torch.tensor([0.01, 0.5, 0.9, 0.99], dtype=torch.float64)
+    t = torch.arange(4)
+    torch.testing.assert_close(min_snr_weights(ac, t, 5.0, "v", floor=1.0),
+                               torch.tensor([0.99, 0.5, 0.5, 5 / 100]))
+    torch.testing.assert_close(min_snr_weights(ac, t, 5.0, "eps", floor=1.0), torch.tensor([99.0, 1.0, 5 / 9, 5 / 99]))
+    assert float(min_snr_weights(ac, t, 5.0, "v")[0]) == pytest.approx(0.01)  # what min-snr gives it
 
 
 def test_min_snr_weights_each_items_loss_by_its_step():
@@ -161,7 +168,7 @@ def test_a_v_model_checkpoint_loads_as_a_v_model(tmp_path, data_dir):
 @pytest.mark.parametrize("data, message", [
     ({"ema_decay": 1.0}, r"ema_decay: 1.0 must be below 1"),
     ({"ema_decay": -0.1}, r"ema_decay: -0.1 is too small"),
-    ({"loss_weighting": "snr"}, r"loss_weighting: 'snr' is not one of none, min-snr"),
+    ({"loss_weighting": "snr"}, r"loss_weighting: 'snr' is not one of none, min-snr, clamped-snr"),
     ({"min_snr_gamma": 0}, r"min_snr_gamma: 0.0 is too small"),
     ({"prediction": "x0"}, r"prediction: 'x0' is not one of eps, v"),
 ])

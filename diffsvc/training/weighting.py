@@ -7,6 +7,13 @@ drawn at t is weighted by
     min(SNR(t), gamma) / (SNR(t) + 1)    for v prediction,
 so the low-noise steps (huge SNR, a noise target the input barely shows) stop dominating the
 gradient, while the high-noise steps keep weight 1 (eps) or SNR/(SNR+1) (v).
+
+Both are the weight min(SNR, gamma) on the clean-mel error |x0 - x0_hat|^2 (the noise error is SNR
+times it, the v error SNR+1 times it), which is ~SNR, almost 0, at the high-noise steps.
+clamped-snr gives those steps the floor of Salimans & Ho 2022's "truncated SNR" weighting,
+max(SNR, 1), capped at gamma like min-SNR: clean-mel weight clamp(SNR, 1, gamma), i.e.
+    clamp(SNR, 1, gamma) / SNR           for eps (large at high noise: meant for v),
+    clamp(SNR, 1, gamma) / (SNR + 1)     for v (about 1 at high noise, gamma/SNR at low noise).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-WEIGHTINGS = ("none", "min-snr")
+WEIGHTINGS = ("none", "min-snr", "clamped-snr")
 
 
 def snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
@@ -23,10 +30,12 @@ def snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
     return alphas_cumprod / (1.0 - alphas_cumprod)
 
 
-def min_snr_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float, prediction: str = "eps") -> torch.Tensor:
-    """Weights [B] (float32) of items drawn at steps t [B] (formula in the module docstring)."""
+def min_snr_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float, prediction: str = "eps",
+                    floor: float | None = None) -> torch.Tensor:
+    """Weights [B] (float32) of items drawn at steps t [B] (formulas in the module docstring);
+    `floor` 1.0 gives clamped-snr."""
     s = snr(alphas_cumprod.double()).gather(-1, t)
-    clipped = torch.clamp(s, max=gamma)
+    clipped = torch.clamp(s, min=floor, max=gamma)
     weights = clipped / s if prediction == "eps" else clipped / (s + 1.0)
     return weights.float()
 
@@ -38,9 +47,10 @@ class TimestepWeighting:
     alphas_cumprod: torch.Tensor
     gamma: float
     prediction: str = "eps"
+    floor: float | None = None
 
     def __call__(self, t: torch.Tensor) -> torch.Tensor:
-        return min_snr_weights(self.alphas_cumprod.to(t.device), t, self.gamma, self.prediction)
+        return min_snr_weights(self.alphas_cumprod.to(t.device), t, self.gamma, self.prediction, self.floor)
 
 
 def weighting_from_config(config, model) -> TimestepWeighting | None:
@@ -49,4 +59,6 @@ def weighting_from_config(config, model) -> TimestepWeighting | None:
         return None
     if config.loss_weighting == "min-snr":
         return TimestepWeighting(model.alphas_cumprod.detach(), config.min_snr_gamma, config.prediction)
+    if config.loss_weighting == "clamped-snr":
+        return TimestepWeighting(model.alphas_cumprod.detach(), config.min_snr_gamma, config.prediction, floor=1.0)
     raise ValueError(f"unknown loss_weighting {config.loss_weighting!r}; choose from {', '.join(WEIGHTINGS)}")
