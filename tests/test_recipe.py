@@ -181,7 +181,7 @@ def test_recipe_config_errors_name_the_key(tmp_path, data, message):
 
 def test_new_projects_get_the_new_recipe_and_original_configs_the_original():
     new = load_config(DEFAULT_CONFIG)  # ours, as measured in benchmarks/results/recipe*.md
-    assert (new.ema_decay, new.loss_weighting, new.prediction) == (0.999, "none", "v")
+    assert (new.ema_decay, new.loss_weighting, new.prediction) == (0.999, "min-snr", "eps")
     assert (Config().ema_decay, Config().loss_weighting, Config().prediction) == (0.0, "none", "eps")
     original = {"task_cls": "training.task.SVC_task.SVCTask", "lr": 0.0008}
     from diffsvc.config import config_from_dict
