@@ -10,7 +10,7 @@ project through the real Trainer, which resumes bit-exactly), so that a machine 
 work slows both alike; every recipe's wall-clock seconds are recorded. At each point (steps) the
 newest checkpoint of each recipe (the weights inference reads) is measured on the validation pieces:
 - sampled FROM PURE NOISE with the config's sampler and steps (the demo's default), against the
-  real mel: log-mel distance (RMS, dB) and MCD (dB, 24 mel-cepstra of the log-mel), and the
+  real mel: log-mel distance (log10 units) and MCD (dB) as `diffsvc eval` computes them, and the
   frame-to-frame roughness of the sampled mel over the real mel's (1.0: as smooth as the real);
 - the noise-prediction MSE averaged over t = 0, 50, ..., 950 with fixed noise (the original's
   objective, comparable between recipes), and the recipe's own validation loss from the Trainer.
@@ -165,7 +165,7 @@ def picture(path: Path, real: np.ndarray, before: np.ndarray, after: np.ndarray,
 def report(args, recipes: dict, results: list[dict], pieces: int) -> None:
     """Write the table (benchmarks/results/<out>.md and .json), the sampled mels and the picture."""
     others = [n for n in recipes if n != "original"]
-    headers = ["steps", "recipe", "train s", "log-mel dB", "MCD dB", "roughness (x real)", "eps MSE (mean over t)",
+    headers = ["steps", "recipe", "train s", "log-mel (log10)", "MCD dB", "roughness (x real)", "eps MSE (mean over t)",
                "val loss (own objective)"]
     rows = [[r["steps"], r["recipe"], round(r["seconds"]), r["logmel_db"], r["mcd_db"], r["roughness"], r["eps_mse"],
              r["val_loss"]] for r in results]
@@ -249,7 +249,7 @@ def main() -> None:
             m = measure(run.checkpoint(), data, pieces, args.frames)
             m.update(recipe=name, steps=point, seconds=run.seconds, val_loss=run.val_loss.get(point, float("nan")))
             results.append(m)
-            print(f"  {name} @ {point}: log-mel {m['logmel_db']:.2f} dB, MCD {m['mcd_db']:.2f} dB, roughness "
+            print(f"  {name} @ {point}: log-mel {m['logmel_db']:.3f}, MCD {m['mcd_db']:.2f} dB, roughness "
                   f"{m['roughness']:.2f}x, eps MSE {m['eps_mse']:.4f}, val loss {m['val_loss']:.4f}", flush=True)
 
         report(args, recipes, results, pieces)  # after every point: a cut-short run keeps its table

@@ -18,7 +18,6 @@ The functions are reused by benchmarks/recipe.py.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -29,8 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from diffsvc.data.batch import collate  # noqa: E402
 
-LN10 = math.log(10.0)
-MCD_COEFFS = 24  # mel-cepstral coefficients 1..24 (coefficient 0, the level, is left out as usual)
 
 
 @torch.no_grad()
@@ -65,20 +62,18 @@ def roughness(mel: np.ndarray | torch.Tensor) -> float:
 
 
 def logmel_distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    """RMS difference of two log10 mels [T, M], in dB (20 log10 of the amplitude ratio... the mels
-    are power-like log10 magnitudes, so 20x the log10 difference)."""
-    return float(((a.float() - b.float()) ** 2).mean().sqrt() * 20)
+    """`diffsvc eval`'s log-mel distance (diffsvc.evaluation.metrics): mean |a - b| of two log10
+    mels [T, M], log10 units."""
+    from diffsvc.evaluation.metrics import log_mel_distance
+
+    return log_mel_distance(a.float().numpy(), b.float().numpy())
 
 
-def mel_cepstral_distortion(a: torch.Tensor, b: torch.Tensor, coeffs: int = MCD_COEFFS) -> float:
-    """MCD (dB) between two log10 mels [T, M] frame by frame: the DCT-II (orthonormal) of the
-    natural-log mel gives mel-cepstra; MCD = 10/ln10 * sqrt(2 * sum_{k=1..coeffs} (c_k - c'_k)^2),
-    averaged over frames (Kubichek 1993; the usual constant)."""
-    import scipy.fft
+def mel_cepstral_distortion(a: torch.Tensor, b: torch.Tensor) -> float:
+    """`diffsvc eval`'s MCD (diffsvc.evaluation.metrics, dB over c1..c13) of two log10 mels [T, M]."""
+    from diffsvc.evaluation import metrics
 
-    ca = scipy.fft.dct(a.float().numpy() * LN10, type=2, norm="ortho", axis=1)[:, 1:coeffs + 1]
-    cb = scipy.fft.dct(b.float().numpy() * LN10, type=2, norm="ortho", axis=1)[:, 1:coeffs + 1]
-    return float(np.mean(10 / LN10 * np.sqrt(2 * ((ca - cb) ** 2).sum(axis=1))))
+    return metrics.mel_cepstral_distortion(a.float().numpy(), b.float().numpy())
 
 
 @torch.no_grad()
@@ -159,15 +154,15 @@ def main() -> None:
     for name, steps in ((config.sampler, config.sampling_steps), ("ddim", 20), ("ddim", 100)):
         s = make_sampler(name, model.schedule(), steps)
         r = reconstruction(model, batch, s, vmin=config.mel_vmin, vmax=config.mel_vmax)
-        print(f"{name} {steps} from pure noise: log-mel {r['logmel_db']:.2f} dB, MCD {r['mcd_db']:.2f} dB, "
+        print(f"{name} {steps} from pure noise: log-mel {r['logmel_db']:.3f}, MCD {r['mcd_db']:.2f} dB, "
               f"roughness {r['roughness_ratio']:.2f}x the real mel's")
     s = make_sampler(config.sampler, model.schedule(), config.sampling_steps)
     smooth = smoothed_units(batch, 5)
     r = reconstruction(model, smooth, s, vmin=config.mel_vmin, vmax=config.mel_vmax)
     print(f"{config.sampler} {config.sampling_steps} from pure noise, content units smoothed over 5 frames: "
-          f"log-mel {r['logmel_db']:.2f} dB, roughness {r['roughness_ratio']:.2f}x")
+          f"log-mel {r['logmel_db']:.3f}, roughness {r['roughness_ratio']:.2f}x")
     out = sample_piece(model, batch, s, shallow=300).clamp(config.mel_vmin, config.mel_vmax)
-    print(f"{config.sampler} shallow 300: log-mel {logmel_distance(out, real):.2f} dB, "
+    print(f"{config.sampler} shallow 300: log-mel {logmel_distance(out, real):.3f}, "
           f"roughness {roughness(out) / roughness(real):.2f}x")
 
 
