@@ -109,6 +109,7 @@ def load_model(path: str | os.PathLike, config: Config | str | os.PathLike | Non
     config = _config_for(path, config)
     ckpt = safe_torch_load(path, allow_unsafe=allow_unsafe, what="checkpoint")
     state = model_state_from_checkpoint(ckpt, path)
+    config = config_with_singers(config, ckpt, state, path)
     foreign = describe_foreign(state, config)
     if foreign:
         raise CheckpointError(f"{path}: cannot load: {foreign}")
@@ -133,6 +134,36 @@ def load_model(path: str | os.PathLike, config: Config | str | os.PathLike | Non
     return LoadedModel(model, config, path, int(ckpt.get("global_step") or _step_from_name(path) or 0), ckpt)
 
 
+def config_with_singers(config: Config, ckpt: dict, state: dict[str, torch.Tensor], path: Path) -> Config:
+    """The config with the checkpoint's singer table: a multi-singer checkpoint carries it (spk_map,
+    {name: row}), so the checkpoint alone says who it can sing as; a config.yaml that names other
+    singers than the checkpoint is refused. A table in the weights without spk_map (another
+    tool's use_spk_id model) gets the names singer0, singer1, ..."""
+    from diffsvc.model.speakers import CHECKPOINT_KEY, names_from_map
+
+    weight = state.get("fs2.spk_embed_proj.weight")
+    saved = ckpt.get(CHECKPOINT_KEY)
+    if weight is None:
+        if config.speakers:
+            raise CheckpointError(f"{path}: a one-singer checkpoint, but its config names the singers "
+                                  f"{', '.join(config.speakers)}; use the config.yaml it was trained with")
+        return config
+    if isinstance(saved, dict) and saved:
+        try:
+            names = names_from_map(saved)
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: damaged singer table ({CHECKPOINT_KEY}: {e})") from None
+    else:
+        names = config.speakers or [f"singer{i}" for i in range(int(weight.shape[0]))]
+    if len(names) != int(weight.shape[0]):
+        raise CheckpointError(f"{path}: its singer table names {len(names)} singers but the embedding has "
+                              f"{int(weight.shape[0])} rows")
+    if config.speakers and config.speakers != names:
+        raise CheckpointError(f"{path}: sings as {', '.join(names)} but its config.yaml lists "
+                              f"{', '.join(config.speakers)}; use the config.yaml it was trained with")
+    return config if config.speakers == names else config.replace(speakers=names)
+
+
 def _step_from_name(path: Path) -> int | None:
     m = CKPT_PATTERN.search(path.name)
     return int(m.group(1)) if m else None
@@ -152,6 +183,11 @@ def save_model(path: str | os.PathLike, model: GaussianDiffusion, global_step: i
         "lr_schedulers": lr_schedulers or [],
         "state_dict": state,
     }
+    from diffsvc.model.speakers import CHECKPOINT_KEY, speaker_embedding_of, speaker_map
+
+    table = speaker_embedding_of(model)
+    if table is not None:  # the singer table travels with every multi-singer checkpoint
+        ckpt[CHECKPOINT_KEY] = speaker_map(table.names)
     if extra:
         ckpt.update(extra)
     return atomic_torch_save(ckpt, path)

@@ -94,7 +94,11 @@ class Config:
                                "no fs2.pitch_embed weights, as the original)")
     use_uv: bool = _f(False, "original keeps f0 interpolated through unvoiced frames")
     use_energy_embed: bool = _f(False, "energy embedding (unsupported; must stay false)", choices=(False,))
-    use_spk_id: bool = _f(False, "speaker ids (unsupported; single speaker)", choices=(False,))
+    use_spk_id: bool = _f(False, "several singers in one model (the original's switch); set from `speakers`: "
+                          "true exactly when the singer table is not empty")
+    speakers: list[str] = _f([], "the singer table of a multi-singer project: singer names, a name's position is its "
+                             "row in the speaker embedding (written by train from raw/<singer>/ folders; [] = one "
+                             "singer, no embedding)")
     use_spk_embed: bool = _f(False, "speaker embedding (unsupported)", choices=(False,))
     pitch_type: str = _f("frame", "shape of the unused pitch predictor", choices=("frame", "ph", "cwt"))
     pitch_norm: str = _f("log", "f0 travels as log2(Hz)", choices=("log",))
@@ -214,6 +218,13 @@ class Config:
         if not self.use_nsf:
             bad("use_nsf", "false (a HiFiGAN without f0 input) is not supported: diffsvc's vocoders are "
                 "NSF-HiFiGAN and the Griffin-Lim stand-in; remove the key or set it to true")
+        if len(set(self.speakers)) != len(self.speakers):
+            dup = next(n for n in self.speakers if self.speakers.count(n) > 1)
+            bad("speakers", f"{dup!r} is listed twice; each singer needs one row")
+        if self.use_spk_id and not self.speakers:
+            bad("use_spk_id", "true needs the singer table (speakers: [name, ...]); diffsvc writes it when it "
+                              "trains on raw/<singer>/ folders")
+        self.use_spk_id = bool(self.speakers)
         if self.use_vec:
             self.content_encoder = "contentvec"
         return self
@@ -276,6 +287,10 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     elif kind == "str":
         if not isinstance(value, str):
             bad(f"expected text, got {value!r}")
+    elif kind == "list[str]":
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            bad(f"expected a list of names, got {value!r}")
+        value = [str(v) for v in value]
     elif kind == "list":
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = [value]

@@ -18,11 +18,15 @@ SR = 44100
 
 
 def write_prepared(root: str | Path, *, lengths=(40, 56, 64, 72, 80, 96, 48, 60), valid_lengths=(50, 70),
-                   n_mels: int = 128, unit_dim: int = 256, seed: int = 0, nan_pieces: int = 0) -> Path:
+                   n_mels: int = 128, unit_dim: int = 256, seed: int = 0, nan_pieces: int = 0,
+                   singers: tuple[str, ...] = ()) -> Path:
     """Write `root` as a prepared-data folder (manifest, mel/, f0/, units/, pieces/) and return it.
 
     `lengths`: mel frames of the training pieces; `valid_lengths`: of the validation pieces.
     `nan_pieces`: the first that many training mels are NaN (to test bad-loss handling).
+    `singers`: a multi-singer dataset: piece i belongs to singers[i % len(singers)] (its source is
+    `<singer>/<id>.wav`) and each singer's mels carry their own timbre (a per-singer offset that
+    tilts the spectrum), so a model that learns the singers renders them differently.
     """
     root = Path(root)
     rng = np.random.default_rng(seed)
@@ -38,6 +42,10 @@ def write_prepared(root: str | Path, *, lengths=(40, 56, 64, 72, 80, 96, 48, 60)
         f0[frames // 3: frames // 3 + 3] = 0.0
         frame_units = units[np.minimum(np.arange(frames) * n_units // frames, n_units - 1)]
         mel = -3.0 + np.tanh(frame_units @ projection) + 0.3 * np.log2(np.maximum(f0, 55.0) / 220.0)[:, None]
+        singer = singers[i % len(singers)] if singers else None
+        if singer is not None:
+            k = singers.index(singer)
+            mel = mel + (1.0 if k % 2 == 0 else -1.0) * np.linspace(-0.8, 0.8, n_mels)[None] * (1 + k // 2)
         mel = (mel + 0.05 * rng.standard_normal(mel.shape)).astype(np.float32)
         if split == "train" and i < nan_pieces:
             mel[:] = np.nan
@@ -47,7 +55,8 @@ def write_prepared(root: str | Path, *, lengths=(40, 56, 64, 72, 80, 96, 48, 60)
         save_array(root / "f0" / f"{key}.npy", f0)
         save_array(root / "units" / f"{key}.npy", units)
         save_array(root / "pieces" / f"{piece_id}.npy", audio)
-        pieces.append(Piece(id=piece_id, source=f"{piece_id}.wav", start=0, end=frames * HOP, frames=frames,
+        source = f"{piece_id}.wav" if singer is None else f"{singer}/{piece_id}.wav"
+        pieces.append(Piece(id=piece_id, source=source, start=0, end=frames * HOP, frames=frames,
                             split=split, f0_key=key, units_key=key, voiced_fraction=float((f0 > 0).mean())))
         if split == "train" and not np.isnan(mel).any():
             mels.append(mel)
@@ -58,6 +67,7 @@ def write_prepared(root: str | Path, *, lengths=(40, 56, 64, 72, 80, 96, 48, 60)
         f0={"method": "synthetic"}, content={"encoder": "hubert-soft", "is_standin": True},
         pieces=pieces,
         stats=dataset_stats(mels, f0s) if mels else {"spec_min": [-5.0] * n_mels, "spec_max": [0.0] * n_mels},
+        speakers=sorted(singers),
     )
     write_manifest(root, manifest)
     return root

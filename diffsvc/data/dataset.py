@@ -50,11 +50,13 @@ def make_item(mel: np.ndarray, f0_hz: np.ndarray, units: np.ndarray, *, crop_fra
 
 
 class PieceDataset(Dataset):
-    """Items of one split. crop_frames > 0 crops long pieces at random (seeded per epoch)."""
+    """Items of one split. crop_frames > 0 crops long pieces at random (seeded per epoch).
+    speakers: the model's singer table; each item's `speaker` is its singer's row ([]: None)."""
 
     def __init__(self, data: PreparedData, split: str = "train", crop_frames: int = 0, seed: int = 1234,
-                 max_frames: int = 42000, max_input_tokens: int = 60000):
+                 max_frames: int = 42000, max_input_tokens: int = 60000, speakers: list[str] | None = None):
         self.data = data
+        self.speakers = list(speakers or [])
         self.max_input_tokens = max_input_tokens
         self.pieces: list[Piece] = data.pieces(split)
         self.crop_frames = crop_frames
@@ -79,7 +81,16 @@ class PieceDataset(Dataset):
         item = make_item(arrays["mel"], arrays["f0"], arrays["units"], crop_frames=self.crop_frames, rng=rng,
                          max_frames=self.max_frames, max_input_tokens=self.max_input_tokens)
         item.index, item.epoch = index, self.epoch
+        item.speaker = self.speaker(index)
         return item
+
+    def singer(self, index: int) -> str | None:
+        """The singer's name of item `index` (None for a one-singer dataset)."""
+        return self.data.manifest.speaker_of(self.pieces[index]) if self.speakers else None
+
+    def speaker(self, index: int) -> int | None:
+        """The singer table row of item `index` (None for a one-singer model)."""
+        return self.speakers.index(self.singer(index)) if self.speakers else None
 
 
 class LengthBucketSampler(Sampler[list[int]]):

@@ -68,9 +68,16 @@ class Manifest:
     f0: dict = field(default_factory=dict)  # the f0 extractor's settings
     content: dict = field(default_factory=dict)  # encoder name, is_standin
     pieces: list[Piece] = field(default_factory=list)
-    stats: dict = field(default_factory=dict)  # spec_min, spec_max (per bin), f0 statistics
+    stats: dict = field(default_factory=dict)  # spec_min, spec_max (per bin), f0 statistics; "speakers": per singer
     dropped: list[dict] = field(default_factory=list)  # {source, reason}
     failed: list[dict] = field(default_factory=list)  # {source, error}
+    speakers: list = field(default_factory=list)  # the singer table (raw/<singer>/ folders); [] = one singer
+
+    def speaker_of(self, piece: Piece) -> str | None:
+        """The singer of a piece (its source's top folder), or None for a one-singer dataset."""
+        from diffsvc.data.singers import singer_of
+
+        return singer_of(piece.source, self.speakers)
 
     def to_json(self) -> str:
         data = asdict(self)

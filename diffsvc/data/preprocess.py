@@ -52,6 +52,8 @@ from diffsvc.data.prepared import (Manifest, Piece, content_hash, dataset_stats,
                                    settings_hash, write_manifest)
 from diffsvc.data.report import DatasetCheck, SourceFacts, duration, format_check, format_table
 from diffsvc.data.scan import relative_name, scan_audio
+from diffsvc.data.singers import (choose_valid_per_singer, detect_singers, format_singer_check, singer_of,
+                                  singer_rows, singer_stats)
 from diffsvc.data.stream_slice import SliceSettings, StreamDrop, stream_slices
 from diffsvc.errors import AudioError, DiffSvcError, WriteError
 from diffsvc.fileio import atomic_write_text, check_writable
@@ -366,7 +368,8 @@ def preprocess(raw_dir: str | os.PathLike, config, options: PreprocessOptions | 
     ordered = [records[j.source] for j in jobs if j.source in records]
     result.check.files = [_facts(r) for r in ordered]
     result.check.failed = failed
-    for line in format_check(result.check):
+    singers = detect_singers(j.source for j in jobs)  # raw/<singer>/...: several singers
+    for line in format_check(result.check) + format_singer_check(singers, result.check.files):
         log(line)
     pieces = [(r["source"], p) for r in ordered for p in r["pieces"]]
     if not pieces:
@@ -421,8 +424,12 @@ def preprocess(raw_dir: str | os.PathLike, config, options: PreprocessOptions | 
     if not kept:
         result.seconds = time.perf_counter() - started
         return result
-    count = options.valid if options.valid is not None else default_valid_count(len(kept))
-    valid = choose_valid((p.id for p in kept), count, options.seed)
+    if singers:  # validation pieces from every singer (--valid counts per singer)
+        valid = choose_valid_per_singer([(p.id, singer_of(p.source, singers)) for p in kept], options.valid,
+                                        options.seed, default_valid_count)
+    else:
+        count = options.valid if options.valid is not None else default_valid_count(len(kept))
+        valid = choose_valid((p.id for p in kept), count, options.seed)
     for p in kept:
         p.split = "valid" if p.id in valid else "train"
     train = [p for p in kept if p.split == "train"]
@@ -431,8 +438,16 @@ def preprocess(raw_dir: str | os.PathLike, config, options: PreprocessOptions | 
         m = np.load(root / "mel" / f"{p.id}.npy", mmap_mode="r")
         summaries.append(np.stack([m.min(axis=0), m.max(axis=0)]))  # same per-bin min/max, 2 rows in memory
         f0s.append(np.load(root / "f0" / f"{p.f0_key}.npy"))
-    manifest = Manifest(mel=mel, f0=f0_settings, content=content, pieces=kept, stats=dataset_stats(summaries, f0s),
-                        dropped=dropped, failed=failed)
+    stats = dataset_stats(summaries, f0s)
+    if singers:  # per-singer f0 statistics (infer --key auto) and amounts
+        per_f0: dict[str, list] = {s: [] for s in singers}
+        for p, f in zip(train, f0s):
+            per_f0[singer_of(p.source, singers)].append(f)
+        stats["speakers"] = singer_stats(
+            per_f0, {s: sum(p.seconds for p in kept if singer_of(p.source, singers) == s) for s in singers},
+            {s: sum(1 for p in kept if singer_of(p.source, singers) == s) for s in singers})
+    manifest = Manifest(mel=mel, f0=f0_settings, content=content, pieces=kept, stats=stats,
+                        dropped=dropped, failed=failed, speakers=singers)
     write_manifest(root, manifest)
     remove_stale_files(root, manifest, {j.record_path.name for j in jobs})
     result.manifest = manifest
@@ -494,6 +509,11 @@ def summary_table(result: PreprocessResult) -> list[str]:
         if "f0_median_hz" in stats:
             rows.append(("f0 median (5-95 %)", f"{stats['f0_median_hz']:.0f} Hz "
                                                f"({stats['f0_p05_hz']:.0f}-{stats['f0_p95_hz']:.0f} Hz)"))
+        if result.manifest.speakers:
+            splits = {s: (sum(1 for p in train if result.manifest.speaker_of(p) == s),
+                          sum(1 for p in valid if result.manifest.speaker_of(p) == s))
+                      for s in result.manifest.speakers}
+            rows += singer_rows(stats.get("speakers", {}), splits)
         rows.append(("f0", f"{result.manifest.f0.get('extractor')}: {result.f0_computed} computed, "
                            f"{result.f0_cached} cached"))
         rows.append(("content units", f"{result.manifest.content['encoder']}: {result.units_computed} computed, "

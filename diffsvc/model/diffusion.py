@@ -59,7 +59,12 @@ class GaussianDiffusion(nn.Module):
                 "over the content units); diffsvc does not support it yet. Retrain with the current layout."
             )
         betas = make_betas(config.schedule_type, config.timesteps, config.max_beta)
-        return cls(make_backbone(config), ConditioningEmbedding.from_config(config), betas,
+        fs2 = ConditioningEmbedding.from_config(config)
+        if config.speakers:  # several singers: the singer table (model/speakers.py)
+            from diffsvc.model.speakers import attach_speaker_embedding
+
+            attach_speaker_embedding(fs2, config.speakers, config.hidden_size)
+        return cls(make_backbone(config), fs2, betas,
                    config.spec_min, config.spec_max, config.K_step, config.diff_loss_type, config.keep_bins,
                    getattr(config, "prediction", "eps"))
 
@@ -104,9 +109,17 @@ class GaussianDiffusion(nn.Module):
         return a * out + b * x_t
 
     # --- conditioning ---
-    def condition(self, units: torch.Tensor, mel2ph: torch.Tensor, f0_log2: torch.Tensor) -> Conditioning:
-        """Conditioning with cond [B,H,T] for the denoiser, f0_denorm [B,T], pitch [B,T]."""
-        return self.fs2(units, mel2ph, f0_log2).channels_first()
+    def condition(self, units: torch.Tensor, mel2ph: torch.Tensor, f0_log2: torch.Tensor,
+                  speaker: torch.Tensor | None = None) -> Conditioning:
+        """Conditioning with cond [B,H,T] for the denoiser, f0_denorm [B,T], pitch [B,T].
+
+        speaker: singer indices (long [B]) or blend weights (float [B, n_singers]) for a
+        multi-singer model (required there); must be None for a one-singer model."""
+        table = getattr(self.fs2, "spk_embed_proj", None)
+        if (table is None) != (speaker is None):
+            raise ValueError("a multi-singer model needs `speaker`; a one-singer model takes none")
+        extra = None if table is None else table.vector(speaker)
+        return self.fs2(units, mel2ph, f0_log2, extra=extra).channels_first()
 
     @staticmethod
     def frame_mask(mel2ph: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor | None:
@@ -120,9 +133,10 @@ class GaussianDiffusion(nn.Module):
     def loss(self, mel: torch.Tensor, units: torch.Tensor, mel2ph: torch.Tensor, f0_log2: torch.Tensor,
              lengths: torch.Tensor | None = None, *, t: torch.Tensor | None = None,
              noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
-             weights: torch.Tensor | None = None) -> torch.Tensor:
+             weights: torch.Tensor | None = None, speaker: torch.Tensor | None = None) -> torch.Tensor:
         """The noise-prediction loss on a padded batch (the v-prediction loss when prediction is v).
         `weights` [B]: each item's loss weight (a weighting over timesteps; None: all 1).
+        speaker: see `condition`.
 
         lengths given: padded frames are masked out of the denoiser's view and of the loss (ours).
         lengths None: the original's loss, a mean over the whole padded tensor.
@@ -133,7 +147,7 @@ class GaussianDiffusion(nn.Module):
         x0 = self.norm_spec(mel).transpose(1, 2)[:, None]
         if noise is None:
             noise = torch.randn(x0.shape, device=mel.device, dtype=x0.dtype, generator=generator)
-        cond = self.condition(units, mel2ph, f0_log2).cond
+        cond = self.condition(units, mel2ph, f0_log2, speaker).cond
         mask = self.frame_mask(mel2ph, lengths)
         x_t = self.q_sample(x0, t, noise)
         if mask is not None:
@@ -151,14 +165,15 @@ class GaussianDiffusion(nn.Module):
     def sample(self, units: torch.Tensor, mel2ph: torch.Tensor, f0_log2: torch.Tensor, sampler: Sampler, *,
                lengths: torch.Tensor | None = None, ref_mel: torch.Tensor | None = None,
                shallow_step: int | None = None, noise: torch.Tensor | None = None,
-               generator: torch.Generator | None = None, progress: Callable | None = None) -> torch.Tensor:
-        """Sample mels [B,T,M] (log10, 0 where mel2ph == 0).
+               generator: torch.Generator | None = None, progress: Callable | None = None,
+               speaker: torch.Tensor | None = None) -> torch.Tensor:
+        """Sample mels [B,T,M] (log10, 0 where mel2ph == 0). speaker: see `condition`.
 
         shallow_step k: start from the input mel `ref_mel` noised to step k-1 (the original's
         use_gt_mel / add_noise_step) instead of pure noise. `noise` fixes the start noise.
         lengths given: batched items of different lengths are kept apart by masking (ours).
         """
-        cond = self.condition(units, mel2ph, f0_log2).cond
+        cond = self.condition(units, mel2ph, f0_log2, speaker).cond
         b, t_frames = mel2ph.shape
         shape = (b, 1, self.n_mels, t_frames)
         if noise is None:

@@ -73,12 +73,13 @@ class TrainingData:
     def load(cls, prepared: PreparedData, config: Config) -> "TrainingData":
         """Raises DiffSvcError when there is nothing to train on."""
         train_set = PieceDataset(prepared, "train", crop_frames=config.crop_frames, seed=config.seed,
-                                 max_frames=config.max_frames, max_input_tokens=config.max_input_tokens)
+                                 max_frames=config.max_frames, max_input_tokens=config.max_input_tokens,
+                                 speakers=config.speakers)
         if len(train_set) == 0:
             raise DiffSvcError(f"{prepared.root}: no training pieces in the prepared data; "
                                "run `diffsvc preprocess` on a folder of recordings")
         valid_set = PieceDataset(prepared, "valid", crop_frames=0, seed=config.seed, max_frames=config.max_frames,
-                                 max_input_tokens=config.max_input_tokens)
+                                 max_input_tokens=config.max_input_tokens, speakers=config.speakers)
         return cls(prepared, train_set, valid_set, [train_set.frames(i) for i in range(len(train_set))])
 
 
@@ -120,6 +121,7 @@ def synthetic_batch(items: int, frames: int, config: Config, device: torch.devic
         lengths=torch.full((items,), frames, device=device),
         index=torch.arange(items),
         epoch=torch.zeros(items, dtype=torch.long),
+        speaker=torch.arange(items, device=device) % len(config.speakers) if config.speakers else None,
     )
 
 

@@ -130,14 +130,16 @@ def init_weights_from(state: TrainState, path: Path, config: Config, *, trust: b
     project's spec_min/spec_max (they describe this project's data); optimizer and step start fresh.
     The checkpoint's own config.yaml is used for its sizes when it sits beside it."""
     beside = path.parent / "config.yaml"
-    source_config = beside if beside.exists() else config
+    # Without its own config the sizes are this project's; its singers (if any) come from its spk_map.
+    source_config = beside if beside.exists() else config.replace(speakers=[], use_spk_id=False)
     try:
         loaded = load_model(path, source_config, allow_unsafe=trust)
     except CheckpointError as e:
-        if source_config is config:
+        if not beside.exists():
             raise CheckpointError(f"{e} (no config.yaml beside it, so the project's sizes were assumed)") from None
         raise
     weights = {k: v for k, v in loaded.model.state_dict().items() if k not in ("spec_min", "spec_max")}
+    singers = carry_singer_table(state.model, loaded.model, weights)
     missing, _unexpected = state.model.load_state_dict(weights, strict=False)
     if [k for k in missing if k not in ("spec_min", "spec_max")]:
         raise CheckpointError(f"{path}: does not fit this project's model ({missing[0]} missing)")
@@ -145,7 +147,36 @@ def init_weights_from(state: TrainState, path: Path, config: Config, *, trust: b
     if average is not None:
         average.reset(state.model)
     log(f"initialised from {path} (trained {loaded.global_step} steps); "
-        "optimizer and step start fresh, spec_min/spec_max are this data's")
+        "optimizer and step start fresh, spec_min/spec_max are this data's" + (f"; {singers}" if singers else ""))
+
+
+def carry_singer_table(model, source, weights: dict) -> str:
+    """Put into `weights` the singer table `model` needs, from `source`'s: a singer both know keeps
+    its trained row; a new singer starts at the mean of the source's rows, or at zero when the
+    source has one singer (so the new model starts out converting exactly as the source did).
+    Returns a few words on what happened (empty for one-singer models)."""
+    import torch
+
+    from diffsvc.model.speakers import EMBEDDING_NAME, speaker_embedding_of
+
+    key = f"fs2.{EMBEDDING_NAME}.weight"
+    mine, theirs = speaker_embedding_of(model), speaker_embedding_of(source)
+    weights.pop(key, None)
+    if mine is None:
+        return f"its singer table ({', '.join(theirs.names)}) is not used: this project has one singer" if theirs else ""
+    with torch.no_grad():
+        start = theirs.weight.mean(0) if theirs is not None else torch.zeros(mine.embedding_dim)
+        rows, kept = [], []
+        for name in mine.names:
+            if theirs is not None and name in theirs.names:
+                rows.append(theirs.weight[theirs.names.index(name)].detach().clone())
+                kept.append(name)
+            else:
+                rows.append(start.detach().clone())
+        weights[key] = torch.stack(rows).to(mine.weight.dtype)
+    new = [n for n in mine.names if n not in kept]
+    return (f"singers kept: {', '.join(kept) or 'none'}; new: {', '.join(new) or 'none'} "
+            f"(new rows start at {'the mean of the trained ones' if theirs is not None else 'zero'})")
 
 
 def restore_or_init(state: TrainState, project: Project, config: Config, *, init_from: Path | None,

@@ -34,8 +34,8 @@ class LossModule(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, mel, units, mel2ph, f0, lengths, t, noise, weights=None):
-        return self.model.loss(mel, units, mel2ph, f0, lengths, t=t, noise=noise, weights=weights)
+    def forward(self, mel, units, mel2ph, f0, lengths, t, noise, weights=None, speaker=None):
+        return self.model.loss(mel, units, mel2ph, f0, lengths, t=t, noise=noise, weights=weights, speaker=speaker)
 
 
 def batch_loss(loss_fn: Callable, batch: TrainingBatch, *, seed: int, k_step: int, n_mels: int, masked: bool,
@@ -43,14 +43,18 @@ def batch_loss(loss_fn: Callable, batch: TrainingBatch, *, seed: int, k_step: in
                generator: torch.Generator | None = None,
                weighting: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """The loss of one (device-resident) batch with its per-item randomness. `loss_fn` takes
-    (mel, units, mel2ph, f0, lengths or None, t, noise[, weights]) as LossModule.forward does;
-    `weighting(t)` gives each item's weight (weighting.py; None: the original's equal weights)."""
+    (mel, units, mel2ph, f0, lengths or None, t, noise[, weights]) as LossModule.forward does, plus
+    speaker=batch.speaker (singer indices [B]) when the batch has singers; `weighting(t)` gives each
+    item's weight (weighting.py; None: the original's equal weights)."""
     t, noise = item_randomness(batch, seed=seed, k_step=k_step, n_mels=n_mels, masked=masked, device=device,
                                stream=stream, generator=generator)
     lengths = batch.lengths if masked else None
-    if weighting is None:
-        return loss_fn(batch.mel, batch.units, batch.mel2ph, batch.f0, lengths, t, noise)
-    return loss_fn(batch.mel, batch.units, batch.mel2ph, batch.f0, lengths, t, noise, weighting(t))
+    args = (batch.mel, batch.units, batch.mel2ph, batch.f0, lengths, t, noise)
+    if weighting is not None:
+        args += (weighting(t),)
+    if batch.speaker is not None:
+        return loss_fn(*args, speaker=batch.speaker)
+    return loss_fn(*args)
 
 
 @dataclass

@@ -82,6 +82,8 @@ class Project:
         from diffsvc.fileio import atomic_write_text
 
         stats = {k: v for k, v in data.stats.items() if k.startswith("f0_")}
+        if data.stats.get("speakers"):  # per singer, for --key auto with --speaker
+            stats["speakers"] = data.stats["speakers"]
         stats["f0_settings"] = data.manifest.f0
         stats["content"] = data.manifest.content
         atomic_write_text(self.root / DATA_STATS_NAME, json.dumps(stats, indent=1))
@@ -125,7 +127,7 @@ def config_with_data_stats(base: Config, data: PreparedData) -> Config:
                            "run `diffsvc preprocess` again")
     lo = [float(v) for v in stats["spec_min"][: base.keep_bins]]
     hi = [max(float(h), float(l) + MIN_SPEC_RANGE) for l, h in zip(lo, stats["spec_max"][: base.keep_bins])]
-    changes = {"spec_min": lo, "spec_max": hi}
+    changes = {"spec_min": lo, "spec_max": hi, "speakers": list(data.manifest.speakers)}
     encoder = (data.manifest.content or {}).get("encoder")
     from diffsvc.features.content import CONTENT_ENCODERS
     from diffsvc.features.f0 import F0_EXTRACTORS
@@ -139,7 +141,17 @@ def config_with_data_stats(base: Config, data: PreparedData) -> Config:
 
 
 def check_data_matches(config: Config, data: PreparedData, config_source: str) -> None:
-    """The prepared mels must have been made with the model's mel settings."""
+    """The prepared mels must have been made with the model's mel settings, and the data's singers
+    must be the project's singer table."""
+    if list(data.manifest.speakers) != list(config.speakers):
+        def said(names):
+            return f"the singers {', '.join(names)}" if names else "one singer"
+
+        raise DiffSvcError(
+            f"{data.root}: the data holds {said(data.manifest.speakers)} but {config_source} was made for "
+            f"{said(config.speakers)}; to add or change singers start a new project from this one with "
+            "`diffsvc train --project NEW --init-from OLD_CHECKPOINT` (trained singers keep their rows), "
+            "or train the data it was made with")
     for key, value in (data.manifest.mel or {}).items():
         name = _MEL_KEYS.get(key)
         if name is None or not isinstance(value, (int, float)):

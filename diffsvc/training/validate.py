@@ -58,41 +58,64 @@ class Validator:
         if len(self.valid_set) == 0:
             return None
         model.eval()
-        losses = []
+        losses: list[float] = []
+        per_singer: dict[str, list[float]] = {}
+        plots = self.plot_indices()
         try:
             with torch.no_grad():
                 for index in range(len(self.valid_set)):
                     batch = collate([self.valid_set[index]]).to(self.device)
                     with autocast(self.device, self.amp_dtype):
                         losses.append(float(loss(batch, stream=VALID_STREAM)))
-                    if index < self.config.num_valid_plots:
+                    singer = self.valid_set.singer(index)
+                    if singer is not None:
+                        per_singer.setdefault(singer, []).append(losses[-1])
+                    if index in plots:
                         self.render(model, index, batch, step)
             figures = self.figures(model)
         finally:
             model.train()
         value = float(np.mean(losses))
-        self.logger.scalars({"val/loss": value, **figures}, step)
+        scalars = {"val/loss": value, **figures}
+        scalars.update({f"val/loss/{singer}": float(np.mean(v)) for singer, v in per_singer.items()})
+        self.logger.scalars(scalars, step)
         self.logger.flush()
         return value
 
+    def plot_indices(self) -> set[int]:
+        """The validation pieces sampled and logged: the first num_valid_plots, and with several
+        singers the first piece of every singer among them (at least one per singer)."""
+        n = self.config.num_valid_plots
+        if n <= 0:
+            return set()
+        singers = [self.valid_set.singer(i) for i in range(len(self.valid_set))]
+        if not any(s is not None for s in singers):
+            return set(range(min(n, len(singers))))
+        firsts = [singers.index(s) for s in dict.fromkeys(singers)]
+        rest = [i for i in range(len(singers)) if i not in firsts]
+        return set(firsts + rest[:max(0, n - len(firsts))])
+
     def render(self, model, index: int, batch: TrainingBatch, step: int) -> torch.Tensor:
         """Sample piece `index` from pure noise (the same noise at every step) as infer would, log
-        its picture and audio, and return the mel [T,M]."""
+        its picture and audio (tags mel/<singer>/<index> ... with several singers), and return
+        the mel [T,M]."""
         self.generator.manual_seed(item_seed(self.config.seed, 0, index, stream=PLOT_STREAM))
         mel = model.sample(batch.units, batch.mel2ph, batch.f0, validation_sampler(self.config, model),
-                           generator=self.generator)
+                           generator=self.generator, speaker=batch.speaker)
         mel = mel.clamp(self.config.mel_vmin, self.config.mel_vmax)
-        self.logger.mel_image(f"mel/{index}", batch.mel[0].float().cpu().numpy(), mel[0].float().cpu().numpy(),
+        singer = self.valid_set.singer(index)
+        tag = f"{index}" if singer is None else f"{singer}/{index}"
+        self.logger.mel_image(f"mel/{tag}", batch.mel[0].float().cpu().numpy(), mel[0].float().cpu().numpy(),
                               step, self.config.mel_vmin, self.config.mel_vmax)
         vocoder = self.vocoder()
         if vocoder is not None:
             try:
                 f0_hz = torch.pow(2.0, batch.f0[0])  # interpolated f0, as the original vocoded with
                 if index not in self._target_audio_logged:
-                    self.logger.audio(f"audio/{index}_target", vocoder.vocode(batch.mel[0], f0_hz), step,
+                    self.logger.audio(f"audio/{tag}_target", vocoder.vocode(batch.mel[0], f0_hz), step,
                                       vocoder.sample_rate)
                     self._target_audio_logged.add(index)
-                self.logger.audio(f"audio/{index}_sampled", vocoder.vocode(mel[0], f0_hz), step, vocoder.sample_rate)
+                self.logger.audio(f"audio/{tag}_sampled", vocoder.vocode(mel[0], f0_hz), step, vocoder.sample_rate)
             except LogWriteError:
                 raise  # the logs cannot be written: not the vocoder's fault
             except Exception as e:  # noqa: BLE001 - audio in the logs must never stop training

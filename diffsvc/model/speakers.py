@@ -1,0 +1,160 @@
+"""Several singers in one model: the learned speaker embedding, and choosing or blending singers.
+
+A multi-singer model has one learned vector per singer (the size of the conditioning, H) which is
+added to every real frame's conditioning, as DiffSinger does (`decoder_inp + spk_embed`, its
+FastSpeech2 with `use_spk_id`). The table lives at the original's place and name,
+`fs2.spk_embed_proj` (checkpoint key `model.fs2.spk_embed_proj.weight`, shape [n_singers, H]),
+so a multi-singer checkpoint differs from a one-singer one by that key alone.
+
+A blend of singers is the weighted sum of their rows (weights normalised to sum 1): weight 1.0 on
+one singer is exactly that singer's row. `speaker` arguments are either singer indices (long [B],
+training) or blend weights over the table (float [B, n_singers], inference).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from diffsvc.errors import DiffSvcError
+
+EMBEDDING_NAME = "spk_embed_proj"  # the original/DiffSinger attribute of fs2 (key fs2.spk_embed_proj.weight)
+CHECKPOINT_KEY = "spk_map"  # {singer name: row} in every multi-singer checkpoint (the original's spk_map.json)
+
+
+class SpeakerEmbedding(nn.Embedding):
+    """One learned vector [H] per singer; `names[i]` is row i. Initialised as DiffSinger's
+    Embedding: normal with std H^-0.5 (`modules/commons/common_layers.py: Embedding`)."""
+
+    def __init__(self, names: list[str], hidden_size: int):
+        super().__init__(len(names), hidden_size)
+        self.names = list(names)
+        nn.init.normal_(self.weight, mean=0.0, std=hidden_size ** -0.5)
+
+    def vector(self, speaker: torch.Tensor) -> torch.Tensor:
+        """[B,H] for singer indices (long [B]) or blend weights (float [B, n_singers])."""
+        if speaker.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            return self(speaker.long())
+        if speaker.dim() != 2 or speaker.shape[1] != self.num_embeddings:
+            raise ValueError(f"blend weights must be [B, {self.num_embeddings}], got {tuple(speaker.shape)}")
+        return speaker.to(self.weight.dtype) @ self.weight
+
+
+def attach_speaker_embedding(fs2: nn.Module, names: list[str], hidden_size: int) -> SpeakerEmbedding:
+    """Give the conditioning module `fs2` its singer table (as fs2.spk_embed_proj)."""
+    embedding = SpeakerEmbedding(names, hidden_size)
+    setattr(fs2, EMBEDDING_NAME, embedding)
+    return embedding
+
+
+def speaker_embedding_of(model: nn.Module) -> SpeakerEmbedding | None:
+    """The model's singer table (GaussianDiffusion or a wrapper with .fs2), or None for one singer."""
+    fs2 = getattr(model, "fs2", None)
+    return getattr(fs2, EMBEDDING_NAME, None) if fs2 is not None else None
+
+
+def speaker_map(names: list[str]) -> dict[str, int]:
+    return {name: i for i, name in enumerate(names)}
+
+
+def names_from_map(spk_map: dict) -> list[str]:
+    """The table as a list (row order) from {name: row}; raises ValueError when rows have gaps."""
+    rows = sorted((int(i), str(n)) for n, i in spk_map.items())
+    if [i for i, _ in rows] != list(range(len(rows))):
+        raise ValueError(f"singer rows {[i for i, _ in rows]} are not 0..{len(rows) - 1}")
+    return [n for _, n in rows]
+
+
+# ------------------------------------------------------------------------------------------------
+# --speaker NAME / --speaker "alto:0.7,tenor:0.3"
+
+
+@dataclass(frozen=True)
+class SpeakerChoice:
+    """A singer or a blend: `weights` [n_singers] summing to 1 over the table `names`."""
+
+    names: tuple[str, ...]
+    weights: tuple[float, ...]
+
+    @property
+    def parts(self) -> list[tuple[str, float]]:
+        return [(n, w) for n, w in zip(self.names, self.weights) if w > 0]
+
+    @property
+    def label(self) -> str:
+        """For file names: `alto`, or `alto70-tenor30` (percent) for a blend."""
+        parts = self.parts
+        if len(parts) == 1:
+            return safe_name(parts[0][0])
+        return "-".join(f"{safe_name(n)}{round(100 * w)}" for n, w in parts)
+
+    @property
+    def text(self) -> str:
+        parts = self.parts
+        return parts[0][0] if len(parts) == 1 else ", ".join(f"{n} {w:.0%}" for n, w in parts)
+
+    def tensor(self, batch: int = 1, device=None) -> torch.Tensor:
+        """Blend weights [batch, n_singers] (float32)."""
+        return torch.tensor(self.weights, dtype=torch.float32, device=device)[None].expand(batch, -1)
+
+
+def safe_name(name: str) -> str:
+    """A singer's name made safe inside a file name on every system (letters of any script kept)."""
+    cleaned = re.sub(r'[\\/:*?"<>|\s]+', "_", name).strip("._")
+    return cleaned or "singer"
+
+
+def parse_speaker(text: str | None, names: list[str]) -> SpeakerChoice | None:
+    """`--speaker` against the model's table `names` ([] for a one-singer model).
+
+    NAME picks a singer; "a:0.7,b:0.3" blends (weights >= 0, finite, not all 0; normalised to sum
+    1; a name given twice adds up). None for a one-singer model without --speaker. Raises
+    DiffSvcError, one line listing the singers, for a missing choice (several singers), an
+    unknown name or a bad weight."""
+    listed = ", ".join(names)
+    if not names:
+        if text is not None:
+            raise DiffSvcError(f"--speaker {text!r}: this model has a single singer (no singer table); "
+                               "leave out --speaker")
+        return None
+    if text is None or not text.strip():
+        if len(names) == 1:
+            return SpeakerChoice(tuple(names), (1.0,))
+        raise DiffSvcError(f"this model sings as several singers; choose one with --speaker NAME or blend them "
+                           f"with --speaker \"{names[0]}:0.5,{names[1]}:0.5\" (singers: {listed})")
+    weights = dict.fromkeys(names, 0.0)
+    if text.strip() in weights:  # a name alone (it may hold ':' or ',')
+        weights[text.strip()] = 1.0
+    for part in ([] if text.strip() in weights and weights[text.strip()] else text.split(",")):
+        name, sep, value = part.rpartition(":") if ":" in part else (part, "", "")
+        name = name.strip()
+        if name not in weights:
+            raise DiffSvcError(f"--speaker {text!r}: no singer named {name!r} in this model (singers: {listed})")
+        w = 1.0
+        if sep:
+            try:
+                w = float(value)
+            except ValueError:
+                w = math.nan
+            if not math.isfinite(w) or w < 0:
+                raise DiffSvcError(f"--speaker {text!r}: the weight of {name!r} must be a number >= 0, got "
+                                   f"{value.strip()!r} (e.g. \"{names[0]}:0.7,{names[-1]}:0.3\"; singers: {listed})")
+        weights[name] += w
+    total = sum(weights.values())
+    if not total > 0:
+        raise DiffSvcError(f"--speaker {text!r}: the weights add up to 0; give at least one singer a weight above 0 "
+                           f"(singers: {listed})")
+    return SpeakerChoice(tuple(names), tuple(weights[n] / total for n in names))
+
+
+def blended_median_hz(choice: SpeakerChoice, medians: dict[str, float]) -> float:
+    """The f0 median `--key auto` aims at for a singer or blend: the weighted mean of the singers'
+    medians in log2 (semitone) space, i.e. their weighted geometric mean."""
+    missing = [n for n, _ in choice.parts if not medians.get(n, 0) > 0]
+    if missing:
+        raise DiffSvcError(f"--key auto: no f0 statistics for singer {missing[0]!r}; give --key in semitones")
+    return float(2 ** sum(w * math.log2(medians[n]) for n, w in choice.parts))
