@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -214,3 +215,99 @@ def test_a_config_that_disagrees_with_the_checkpoint_table_is_refused(tmp_path, 
     config = Project(root).load_config().replace(speakers=["ténor", "alto"])
     with pytest.raises(CheckpointError, match="sings as alto, ténor but its config.yaml lists ténor, alto"):
         load_model(root / "model_ckpt_steps_40.ckpt", config)
+
+
+# --- infer and models ---------------------------------------------------------------------------
+
+SR = 44100
+
+
+@pytest.fixture
+def duo(tmp_path, monkeypatch):
+    """models/duo: a tiny random two-singer project (alto at 220 Hz, tenor at 110 Hz) and song.wav at 220 Hz."""
+    import json
+
+    import soundfile as sf
+
+    from audio_synth import synth_voice
+    from infer_fixture import write_project
+
+    monkeypatch.chdir(tmp_path)
+    folder = write_project(tmp_path, "duo", steps=(1000,), speakers=["alto", "tenor"])
+    stats = {"f0_median_hz": 155.6, "speakers": {"alto": {"f0_median_hz": 220.0}, "tenor": {"f0_median_hz": 110.0}}}
+    (folder / "data_stats.json").write_text(json.dumps(stats), encoding="utf-8")
+    wav, _ = synth_voice(0.8, SR, f0=220.0, seed=3)
+    sf.write(tmp_path / "song.wav", wav, SR)
+    return tmp_path
+
+
+def infer(capsys, *args) -> tuple[int, str]:
+    from diffsvc.cli.main import main
+
+    rc = main(["infer", "song.wav", "--seed", "0", "--quiet", *args])
+    return rc, capsys.readouterr().err
+
+
+def test_infer_converts_to_each_singer_and_blend_with_the_singer_in_the_name(duo, capsys):
+    import soundfile as sf
+
+    out = duo / "output"
+    for spec in ("alto", "tenor", "alto:0.5,tenor:0.5"):
+        rc, err = infer(capsys, "--speaker", spec)
+        assert rc == 0, err
+    alto, _ = sf.read(out / "song_duo_alto_steps_1000.wav")
+    tenor, _ = sf.read(out / "song_duo_tenor_steps_1000.wav")
+    blend, _ = sf.read(out / "song_duo_alto50-tenor50_steps_1000.wav")
+    assert not np.array_equal(alto, tenor)
+    rc, err = infer(capsys, "--speaker", "alto:1,tenor:0", "--overwrite")  # weight 1.0: the pure singer
+    assert rc == 0, err
+    assert np.array_equal(sf.read(out / "song_duo_alto_steps_1000.wav")[0], alto)
+    assert not np.array_equal(blend, alto) and not np.array_equal(blend, tenor)
+    assert sorted(p.name for p in out.iterdir()) == ["song_duo_alto50-tenor50_steps_1000.wav",
+                                                     "song_duo_alto_steps_1000.wav", "song_duo_tenor_steps_1000.wav"]
+
+
+def test_infer_key_auto_uses_the_chosen_singers_f0(duo, capsys):
+    rc, err = infer(capsys, "--speaker", "tenor", "--key", "auto", "--out", "t.wav")
+    assert rc == 0 and "key -12 semitones" in err, err
+    rc, err = infer(capsys, "--speaker", "alto:0.5,tenor:0.5", "--key", "auto", "--out", "b.wav")
+    assert rc == 0 and "key -6 semitones" in err, err  # halfway in semitones
+    rc, err = infer(capsys, "--speaker", "alto", "--key", "auto", "--out", "a.wav")
+    assert rc == 0 and "key +0 semitones" in err, err
+
+
+@pytest.mark.parametrize("args, message", [
+    ((), "several singers; choose one with --speaker NAME.*singers: alto, tenor"),
+    (("--speaker", "bass"), "no singer named 'bass'.*singers: alto, tenor"),
+    (("--speaker", "alto:lots"), "weight of 'alto' must be a number"),
+])
+def test_infer_speaker_errors_are_one_line_before_any_work(duo, capsys, args, message):
+    import re
+
+    rc, err = infer(capsys, *args)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc != 0 and len(lines) == 1 and re.search(message, lines[0]), err
+    assert not (duo / "output").exists()
+
+
+def test_a_single_singer_model_refuses_speaker(tmp_path, monkeypatch, capsys):
+    import soundfile as sf
+
+    from audio_synth import synth_voice
+    from infer_fixture import write_project
+
+    monkeypatch.chdir(tmp_path)
+    write_project(tmp_path, "solo")
+    sf.write(tmp_path / "song.wav", synth_voice(1.0, SR, f0=220.0, seed=3)[0], SR)
+    rc, err = infer(capsys, "--speaker", "alto")
+    assert rc != 0 and "single singer" in err
+    rc, err = infer(capsys)
+    assert rc == 0 and (tmp_path / "output" / "song_solo_steps_1000.wav").exists()
+
+
+def test_models_lists_each_projects_singers(duo, capsys):
+    from diffsvc.cli.main import main
+
+    main(["models"])
+    out = capsys.readouterr().out
+    assert "duo: steps 1000" in out and "2 singers: alto, tenor" in out

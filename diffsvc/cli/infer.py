@@ -34,6 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--models-dir", default="models", help="where projects live (default: models)")
     g.add_argument("--trust-checkpoint", action="store_true", help="load checkpoints that need code to unpickle")
     g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    g.add_argument("--speaker", help="multi-singer models: the singer (NAME) or a blend (\"alto:0.7,tenor:0.3\", "
+                                     "weights normalised); required when the model has several singers")
     g = p.add_argument_group("pitch")
     g.add_argument("--key", default="0", help="transpose by semitones (e.g. -12, 3), or 'auto' to move the song's "
                                              "median pitch onto the project singer's (default 0)")
@@ -63,7 +65,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--window-frames", type=int, help="sampling window in mel frames (default: from free memory)")
     g.add_argument("--batch-size", type=int, help="windows per batch (default: from free memory)")
     g = p.add_argument_group("output")
-    g.add_argument("--out", help="output file (one input) or folder (several); default output/SONG_PROJECT_steps_N.wav")
+    g.add_argument("--out", help="output file (one input) or folder (several); default output/SONG_PROJECT_steps_N.wav "
+                                  "(SONG_PROJECT_SINGER_steps_N.wav for a multi-singer model)")
     g.add_argument("--format", choices=("wav", "flac"), help="output format (default: --out's suffix, else wav)")
     g.add_argument("--overwrite", action="store_true", help="replace existing output files")
     g.add_argument("--plot", action="store_true", help="write a PNG beside each output: input/output mel and f0")
@@ -162,6 +165,8 @@ def run(args: argparse.Namespace) -> int:
     from diffsvc.audio.load import check_audio
     from diffsvc.inference.keyshift import auto_key_choice, parse_key, read_singer_median_hz
     from diffsvc.inference.output import check_output
+    from diffsvc.inference.singers import singers_beside, speaker_median_hz
+    from diffsvc.model.speakers import parse_speaker
 
     key = parse_key(args.key)
     if args.ckpt and (args.project or args.steps is not None):
@@ -177,7 +182,9 @@ def run(args: argparse.Namespace) -> int:
 
     args.f0_curve = load_f0_csv(args.f0_in) if args.f0_in else None  # a bad file: one line before any model loads
     choice = _choose_model(args)
-    tag = f"{choice.project}_steps_{choice.step}" if choice.step >= 0 else f"{choice.project}_{choice.path.stem}"
+    speaker = parse_speaker(getattr(args, "speaker", None), singers_beside(choice.path))
+    project = choice.project if speaker is None else f"{choice.project}_{speaker.label}"
+    tag = f"{project}_steps_{choice.step}" if choice.step >= 0 else f"{project}_{choice.path.stem}"
     if args.sampler == "consistency":
         tag = tag.replace(f"{choice.project}_", f"{choice.project}_student_", 1)
     outputs, problems = output_paths(songs, args.out, args.format, tag)
@@ -191,9 +198,13 @@ def run(args: argparse.Namespace) -> int:
         pairs = _plan_several(args, songs, outputs, problems)
         if not pairs:
             return _report_failures(problems, len(songs), converted=0)
-    singer_median = read_singer_median_hz(choice.path.parent) if key == "auto" else None
+    singer_median = None
+    if key == "auto":
+        singer_median = (read_singer_median_hz(choice.path.parent) if speaker is None
+                         else speaker_median_hz(choice.path.parent, speaker))
 
     device = pick_device(args.device)
+    args.speaker_choice = speaker
     rc = _convert_all(args, [s for s, _ in pairs], [o for _, o in pairs], choice, device, key, singer_median,
                       auto_key_choice, problems)
     return _report_failures(problems, len(songs), converted=sum(s not in problems for s, _ in pairs)) if problems else rc
@@ -287,6 +298,11 @@ def _convert_all(args, songs, outputs, choice, device, key, singer_median, auto_
 
     loaded = load_checkpoint(choice, device, allow_unsafe=args.trust_checkpoint)
     config = loaded.config
+    speaker = args.speaker_choice
+    if config.speakers and (speaker is None or list(speaker.names) != config.speakers):
+        from diffsvc.model.speakers import parse_speaker  # a table only the checkpoint knew (bare config.yaml)
+
+        speaker = parse_speaker(args.speaker, config.speakers)
     if args.shallow is not None and not 1 <= args.shallow <= loaded.model.K_step:
         raise DiffSvcError(f"--shallow {args.shallow}: must be within 1..{loaded.model.K_step} (the model's K_step)")
     if args.shallow is None and loaded.model.K_step < loaded.model.num_timesteps:
@@ -302,7 +318,8 @@ def _convert_all(args, songs, outputs, choice, device, key, singer_median, auto_
         shallow_step=args.shallow, f0_method=args.f0_method or config.f0_extractor, slice_db=args.slice_db,
         window_frames=args.window_frames, batch_size=args.batch_size, out_of_range=args.out_of_range,
         follow_loudness=args.loudness == "input",
-        progress=not args.quiet and (args.progress or sys.stderr.isatty()))
+        progress=not args.quiet and (args.progress or sys.stderr.isatty()),
+        speaker=None if speaker is None else speaker.tensor()[0])
     converter = SongConverter(loaded, encoder, vocoder, device, settings)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     sr = config.audio_sample_rate
@@ -356,7 +373,8 @@ def _convert_all(args, songs, outputs, choice, device, key, singer_median, auto_
             torch.cuda.empty_cache()  # give the next file (and other programs) the memory back
     plan = converter._last_plan
     layout = f", windows of {plan.window_frames} frames x {plan.batch_size} per batch" if plan else ""
-    print(f"{choice.path.name} step {loaded.global_step}, {settings.sampler} {converter.denoiser_calls()} steps, "
+    sings = f", singer {speaker.text}" if speaker is not None else ""
+    print(f"{choice.path.name} step {loaded.global_step}{sings}, {settings.sampler} {converter.denoiser_calls()} steps, "
           f"seed {seed}, {device}{layout}" + (f"; stand-in {' and '.join(standin)} (offline demo quality)"
                                             if standin else ""), file=sys.stderr)
     print(converter.timer.summary(total_audio), file=sys.stderr)

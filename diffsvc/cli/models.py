@@ -69,6 +69,8 @@ def _projects(models_dir: Path) -> list[str]:
             size = (f"{cfg.residual_layers}x{cfg.residual_channels}" if cfg.diff_decoder_type == "wavenet"
                     else f"{cfg.diff_decoder_type} {cfg.lynxnet_layers}x{cfg.lynxnet_channels}")
             kind = f"{cfg.audio_sample_rate} Hz, {size}, {cfg.content_encoder}"
+            if cfg.speakers:  # a multi-singer project: who it sings as (infer --speaker)
+                kind += f"; {len(cfg.speakers)} singers: {', '.join(cfg.speakers)}"
         except DiffSvcError as e:
             kind = f"config problem: {e}"
         shown = ", ".join(str(s) for s in list(steps)[-5:])

@@ -81,6 +81,7 @@ class InferenceSettings:
     section_seconds: float = SECTION_MAX_S  # longer voiced stretches are converted in sections
     out_of_range: str = "fold"  # voiced f0 outside [f0_min, f0_max] after the key shift: fold, clamp, original
     progress: bool = False
+    speaker: torch.Tensor | None = None  # multi-singer models: blend weights [n_singers] (SpeakerChoice.tensor)
 
 
 @dataclass(frozen=True)
@@ -538,7 +539,8 @@ class SongConverter:
             lengths=torch.tensor([w.length for w, _, _ in batch], device=dev),
             ref_mel=torch.stack(ref).to(dev) if self.settings.shallow_step else None,
             shallow_step=self.settings.shallow_step, noise=torch.stack(noise).to(dev), generator=generator,
-            progress=progress)
+            progress=progress, speaker=None if self.settings.speaker is None
+            else self.settings.speaker.reshape(1, -1).to(dev).expand(len(batch), -1))
         return [out[i, :w.length] for i, (w, _, _) in enumerate(batch)]
 
 
