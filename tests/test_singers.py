@@ -311,3 +311,43 @@ def test_models_lists_each_projects_singers(duo, capsys):
     main(["models"])
     out = capsys.readouterr().out
     assert "duo: steps 1000" in out and "2 singers: alto, tenor" in out
+
+
+# --- preprocess ---------------------------------------------------------------------------------
+
+def test_preprocess_finds_one_singer_per_sub_folder(tmp_path):
+    import soundfile as sf
+
+    from audio_synth import synth_voice
+    from diffsvc.config import Config
+    from diffsvc.data.prepared import PreparedData
+    from diffsvc.data.preprocess import PreprocessOptions, SliceSettings, preprocess, summary_table
+    from diffsvc.features.f0 import make_f0_extractor
+
+    raw = tmp_path / "raw"
+    for rel, seconds, f0 in (("alto/a.wav", 7.0, 220.0), ("alto/deeper/b.wav", 5.0, 233.0),
+                             ("Ténor 歌/c.wav", 7.0, 130.0), ("Ténor 歌/d.wav", 5.0, 123.0)):
+        (raw / rel).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(raw / rel, synth_voice(seconds, SR, f0=f0, seed=len(rel))[0], SR)
+    lines: list[str] = []
+    options = PreprocessOptions(content="stand-in", slicing=SliceSettings(min_s=2.0, max_s=3.0, drop_shorter_s=1.0))
+    result = preprocess(raw, Config(), options, f0_extractor=make_f0_extractor("parselmouth"), log=lines.append,
+                        progress=False)
+    data = PreparedData.find(raw)
+    assert data.manifest.speakers == ["Ténor 歌", "alto"]
+    singers = {p.id: data.manifest.speaker_of(p) for p in data.pieces()}
+    assert {s for p, s in singers.items() if "b-" in p} == {"alto"}  # deeper folders stay inside their singer
+    assert {data.manifest.speaker_of(p) for p in data.pieces("valid")} == {"alto", "Ténor 歌"}
+    stats = data.stats["speakers"]
+    assert 200 < stats["alto"]["f0_median_hz"] < 250 and 115 < stats["Ténor 歌"]["f0_median_hz"] < 140
+    text = "\n".join(lines)
+    assert "2 singers" in text and "alto: 2 file(s)" in text and "Ténor 歌: 2 file(s)" in text
+    assert text.count("WARNING: little audio") == 2  # 12 s each is far too little
+    table = "\n".join(summary_table(result))
+    assert "singer alto" in table and "singer Ténor 歌" in table and "valid pieces; f0" in table
+
+    # A dataset laid out for one singer stays one: a single sub-folder, or audio at the top.
+    from diffsvc.data.singers import detect_singers
+    assert detect_singers(["only/a.wav", "only/x/b.wav"]) == []
+    assert detect_singers(["a.wav", "alto/b.wav", "tenor/c.wav"]) == []
+    assert detect_singers(["tenor/c.wav", "alto/x/b.wav"]) == ["alto", "tenor"]
