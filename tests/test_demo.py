@@ -1,5 +1,6 @@
 """`diffsvc demo` runs the real pipeline offline and its result is checked, not just produced:
-the converted phrase has the input's length and follows the input's melody.
+one model is trained on two generated singers, and a third singer's phrase converted to each has
+the input's length and follows the input's melody.
 
 This is the slowest test (it trains the demo model: about 6 minutes on CI's 2 cores). The bound
 on the melody error is set from measurement: this machine gave a median of 28 cents (90th percentile 112) with 91 % of the input's voiced frames voiced in the output,
@@ -28,9 +29,14 @@ def test_demo_output_follows_the_input_melody(tmp_path):
     report = json.loads((work / "report.json").read_text())
     # No weights in this folder's models/: the stand-ins are used and said to be stand-ins.
     assert report["stand_ins"] and "STAND-IN" in proc.stdout
-    melody = report["melody"]
-    assert melody["output_samples"] == melody["input_samples"]
-    assert melody["voiced_frames_both"] >= MIN_VOICED_SHARE * melody["voiced_frames_input"]
-    assert melody["median_abs_cents"] < MEDIAN_CENTS_BOUND
-    assert (work / "output" / "singer_a_phrase_as_singer_b.png").exists()
+    assert report["singers"] == ["singer_a", "singer_b"]
+    for name in report["singers"]:
+        conversion = report["conversions"][name]
+        melody = conversion["melody"]
+        assert melody["output_samples"] == melody["input_samples"]
+        assert melody["voiced_frames_both"] >= MIN_VOICED_SHARE * melody["voiced_frames_input"]
+        assert melody["median_abs_cents"] < MEDIAN_CENTS_BOUND
+        assert (work / "output" / f"singer_c_phrase_as_{name}.png").exists()
+    outputs = [report["conversions"][n]["output"] for n in report["singers"]]
+    assert open(outputs[0], "rb").read() != open(outputs[1], "rb").read()  # two singers, two voices
     assert set(report["stages"]) == {"generate corpus", "preprocess", "train", "infer"}

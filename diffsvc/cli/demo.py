@@ -1,11 +1,15 @@
 """`diffsvc demo`: the whole pipeline, offline, on this machine, in a few minutes.
 
-1. Generate a small corpus: singer B's songs (training data) and a phrase of singer A.
-2. `diffsvc preprocess` singer B's folder.
-3. `diffsvc train` a small configuration of the real model (configs/demo.yaml, shipped in the package).
-4. `diffsvc infer` singer A's phrase with singer B's model (full diffusion from noise, DPM-Solver++).
-5. Check the result: same length as the input, and its melody follows the input's (f0 error in
-   cents, measured on the output audio).
+1. Generate a small corpus: songs of singers A and B in raw/singer_a/ and raw/singer_b/ (a
+   multi-singer dataset), and a phrase of singer C, whom the model never hears.
+2. `diffsvc preprocess` the raw folder (one singer per sub-folder).
+3. `diffsvc train` one small model of the real architecture on both singers (configs/demo.yaml,
+   shipped in the package).
+4. `diffsvc infer --speaker` singer C's phrase as singer A and as singer B (full diffusion from
+   noise, DPM-Solver++).
+5. Check each result: same length as the input, its melody follows the input's (f0 error in
+   cents, measured on the output audio), and its average spectrum lies closer to its own
+   singer's than to the other's.
 
 Without the pretrained HuBERT-soft and NSF-HiFiGAN weights the demo uses stand-ins that need no
 download (MFCC-based content features, Griffin-Lim mel inversion); every line says so. Real
@@ -32,7 +36,8 @@ KEY = 0  # the two singers share a range
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", type=Path, default=Path("demo"), help="where the demo writes everything (demo/)")
     parser.add_argument("--steps", type=int, default=2000, help="training steps (2000)")
-    parser.add_argument("--minutes", type=float, default=2.0, help="minutes of singer B to generate (2)")
+    parser.add_argument("--minutes", type=float, default=2.0, help="minutes of singing to generate, shared by the two "
+                                                                   "singers (2)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--fresh", action="store_true", help="delete the previous demo run first")
 
@@ -103,19 +108,42 @@ def measure_roughness(input_wav: Path, output_wav: Path) -> dict:
     return {"input": rough["input"], "output": rough["output"], "ratio": rough["output"] / rough["input"]}
 
 
+def measure_timbre(output_wav: Path, references: dict[str, list[Path]]) -> dict[str, float]:
+    """{singer: distance}: the RMS difference (in dB) between the shape of the output's average mel
+    spectrum and each singer's (their training songs), over frames louder than 40 dB below the
+    loudest, each spectrum's mean level removed (loudness is not timbre). A conversion to a singer
+    should lie closer to that singer than to the other; a blunt timbre check for when
+    `diffsvc eval`'s speaker similarity is not available."""
+    from diffsvc.audio.load import load_audio
+    from diffsvc.audio.mel import MelExtractor
+    from diffsvc.config import Config
+
+    mel = MelExtractor.from_config(Config())
+
+    def envelope(paths: list[Path]) -> np.ndarray:
+        frames = np.concatenate([mel.numpy(load_audio(p)) for p in paths])
+        loud = frames.max(axis=1) > frames.max() - 2.0  # log10 units: 40 dB
+        spectrum = 20 * frames[loud].mean(axis=0)
+        return spectrum - spectrum.mean()
+
+    out = envelope([output_wav])
+    return {name: float(np.sqrt(np.mean((out - envelope(paths)) ** 2))) for name, paths in references.items()}
+
+
 def run(args: argparse.Namespace) -> int:
     import shutil
 
     import soundfile as sf
 
     from diffsvc.cli.main import main as cli
-    from diffsvc.demo.corpus import SINGER_A, SINGER_B, song, write_corpus
+    from diffsvc.demo.corpus import SINGER_A, SINGER_B, SINGER_C, song, write_corpus
     from diffsvc.fileio import atomic_write, atomic_write_text
 
     work = args.workdir
     if args.fresh and work.exists():
         shutil.rmtree(work)
-    raw, models, out_dir = work / "raw_singer_b", work / "models", work / "output"
+    raw, models, out_dir = work / "raw", work / "models", work / "output"
+    singers = (SINGER_A, SINGER_B)  # raw/singer_a/, raw/singer_b/: one model for both
     content, vocoder, notes = _stand_ins()
     for note in notes:
         print(f"demo: {note}")
@@ -127,43 +155,66 @@ def run(args: argparse.Namespace) -> int:
     config_path = work / "config.yaml"
     atomic_write_text(config_path, yaml.safe_dump(config, sort_keys=False))
     report: list[tuple[str, float]] = []
-    phrase = work / "input" / "singer_a_phrase.wav"
+    phrase = work / "input" / "singer_c_phrase.wav"
+    corpus: dict[str, list[Path]] = {}
 
     def make_corpus() -> int:
-        n_files = max(2, int(round(args.minutes * 60 / 30)))
-        write_corpus(raw, SINGER_B, n_files, 30.0, seed=1)
+        n_files = max(2, int(round(args.minutes * 60 / 30 / len(singers))))
+        for i, singer in enumerate(singers):
+            corpus[singer.name] = write_corpus(raw / singer.name, singer, n_files, 30.0, seed=1 + i)
         if not phrase.exists():
-            wav, _ = song(SINGER_A, 8.0, seed=7)
+            wav, _ = song(SINGER_C, 8.0, seed=7)
             atomic_write(phrase, lambda p: sf.write(p, wav, 44100, subtype="PCM_16", format="WAV"))
-        print(f"demo: {n_files} songs of singer B in {raw}/, a phrase of singer A in {phrase}")
+        print(f"demo: {n_files} songs of each of {', '.join(s.name for s in singers)} in {raw}/<singer>/, "
+              f"a phrase of singer_c (not trained on) in {phrase}")
         return 0
 
     _stage(report, "generate corpus", make_corpus)
     _stage(report, "preprocess", lambda: cli(["preprocess", str(raw), "--config", str(config_path), "--f0", "parselmouth",
                                                "--content", content, "--yes", "--device", args.device]))
-    _stage(report, "train", lambda: cli(["train", "--project", "singer_b", "--data", str(raw), "--config",
+    _stage(report, "train", lambda: cli(["train", "--project", "duet", "--data", str(raw), "--config",
                                           str(config_path), "--models-dir", str(models), "--max-steps", str(args.steps),
                                           "--device", args.device]))
-    output = out_dir / "singer_a_phrase_as_singer_b.wav"
-    _stage(report, "infer", lambda: cli(["infer", str(phrase), "--project", "singer_b", "--models-dir", str(models),
-                                          "--key", str(KEY), "--f0", "parselmouth", "--out", str(output), "--plot",
-                                          "--overwrite", "--seed", "0", "--device", args.device]))
-    check = measure_melody(phrase, output, KEY)
-    rough = measure_roughness(phrase, output)
+    outputs = {s.name: out_dir / f"singer_c_phrase_as_{s.name}.wav" for s in singers}
+
+    def infer_each() -> int:
+        for name, output in outputs.items():
+            code = cli(["infer", str(phrase), "--project", "duet", "--models-dir", str(models), "--speaker", name,
+                        "--key", str(KEY), "--f0", "parselmouth", "--out", str(output), "--plot", "--overwrite",
+                        "--seed", "0", "--device", args.device])
+            if code:
+                return code
+        return 0
+
+    _stage(report, "infer", infer_each)
+    conversions = {}
+    for name, output in outputs.items():
+        timbre = measure_timbre(output, corpus)
+        others = [d for other, d in timbre.items() if other != name]
+        conversions[name] = {"output": str(output), "melody": measure_melody(phrase, output, KEY),
+                             "roughness": measure_roughness(phrase, output),
+                             "timbre_distance_db": timbre, "closer_to_own_singer": all(timbre[name] < d for d in others)}
     lines = ["# diffsvc demo report", ""]
     lines += [f"- {note}" for note in notes] or ["- real HuBERT-soft and NSF-HiFiGAN weights were used"]
     lines += ["", "| stage | seconds |", "|---|---|"] + [f"| {name} | {sec:.1f} |" for name, sec in report]
-    lines += ["", f"Output: {output} ({check['output_samples']} samples; input {check['input_samples']})",
-              f"Melody check (output f0 against input f0 + {KEY} semitones, parselmouth, "
-              f"{check['voiced_frames_both']} frames voiced in both): median {check['median_abs_cents']:.1f} cents, "
-              f"90th percentile {check['p90_abs_cents']:.1f} cents",
-              f"Smoothness check (frame-to-frame roughness of the output's mel over the input's, both analysed "
-              f"from the audio): {rough['ratio']:.2f}x (1.0: as smooth as the input; stripes give several times)", ""]
+    lines += ["", f"One model trained on {' and '.join(outputs)}; singer_c's phrase ({phrase}) converted to each.", ""]
+    for name, c in conversions.items():
+        check, timbre = c["melody"], c["timbre_distance_db"]
+        lines += [f"## as {name}", "",
+                  f"Output: {c['output']} ({check['output_samples']} samples; input {check['input_samples']})",
+                  f"Melody check (output f0 against input f0 + {KEY} semitones, parselmouth, "
+                  f"{check['voiced_frames_both']} frames voiced in both): median {check['median_abs_cents']:.1f} cents, "
+                  f"90th percentile {check['p90_abs_cents']:.1f} cents",
+                  f"Smoothness check (frame-to-frame roughness of the output's mel over the input's, both analysed "
+                  f"from the audio): {c['roughness']['ratio']:.2f}x (1.0: as smooth as the input; stripes give "
+                  "several times)",
+                  "Timbre check (RMS difference of average mel spectra to each singer's training songs): "
+                  + ", ".join(f"{other} {d:.1f} dB" for other, d in timbre.items())
+                  + f" ({'closer to' if c['closer_to_own_singer'] else 'NOT closer to'} {name})", ""]
     text = "\n".join(lines)
     atomic_write_text(work / "report.md", text)
     atomic_write_text(work / "report.json", json.dumps({
-        "stand_ins": notes, "stages": dict(report), "output": str(output), "melody": check,
-        "roughness": rough}, indent=1))
+        "stand_ins": notes, "stages": dict(report), "singers": list(outputs), "conversions": conversions}, indent=1))
     print("\n" + text)
     if notes:
         print("demo: this run used STAND-INS; real conversion needs the public weights in models/ (check: diffsvc models)")

@@ -1,11 +1,12 @@
-"""A small synthetic singing corpus for the offline demo: two distinct "singers" singing melodies.
+"""A small synthetic singing corpus for the offline demo: distinct "singers" singing melodies.
 
 Each singer is a source-filter voice: a harmonic source (glottal-like spectral tilt, vibrato,
 a little breath noise) through a sequence of vowel formant filters, with consonant-like noise
 bursts before phrases and pauses between them. Singer A is dark, singer B
-bright (different vocal tract, source slope, vibrato and breathiness) in the same range, so
-converting A's phrase with a model of B changes timbre audibly while the melody (the f0 the
-conversion keeps) is known exactly.
+bright (different vocal tract, source slope, vibrato and breathiness) in the same range; the demo
+trains both in one model. Singer C, between the two, sings the phrase that is converted to each,
+so both conversions change timbre audibly while the melody (the f0 the conversion keeps) is known
+exactly.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ SINGER_A = Singer("singer_a", base_hz=261.6, formant_scale=1.0, tilt_db_per_octa
                   vibrato_hz=5.2, vibrato_cents=35.0, breath=0.02)
 SINGER_B = Singer("singer_b", base_hz=261.6, formant_scale=1.22, tilt_db_per_octave=-9.0,
                   vibrato_hz=5.8, vibrato_cents=25.0, breath=0.05)
+SINGER_C = Singer("singer_c", base_hz=261.6, formant_scale=1.1, tilt_db_per_octave=-11.0,
+                  vibrato_hz=5.5, vibrato_cents=30.0, breath=0.035)
 
 
 def melody(rng: np.random.Generator, base_hz: float, n_notes: int) -> list[tuple[float, float, str]]:
