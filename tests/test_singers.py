@@ -116,6 +116,7 @@ def test_batches_mix_singers_and_validation_is_logged_per_singer(tmp_path, two_s
     finally:
         TrainLogger.scalars = real
     assert {"val/loss", "val/loss/alto", "val/loss/ténor"} <= set(logged)
+    assert any(k.startswith("eval/") for k in logged), logged  # eval's figures use each piece's singer
 
 
 def test_each_singer_sounds_different_and_blends_lie_between(trained):
@@ -351,3 +352,42 @@ def test_preprocess_finds_one_singer_per_sub_folder(tmp_path):
     assert detect_singers(["only/a.wav", "only/x/b.wav"]) == []
     assert detect_singers(["a.wav", "alto/b.wav", "tenor/c.wav"]) == []
     assert detect_singers(["tenor/c.wav", "alto/x/b.wav"]) == ["alto", "tenor"]
+
+
+# --- eval ---------------------------------------------------------------------------------------
+
+def test_eval_reconstructs_each_piece_as_its_singer_and_converts_songs_to_the_chosen_one(tmp_path, monkeypatch,
+                                                                                        capsys):
+    import json
+
+    import soundfile as sf
+
+    from audio_synth import synth_voice
+    from diffsvc.cli.main import main
+    from diffsvc.data.prepared import PreparedData
+    from diffsvc.evaluation.reconstruction import reconstruction_figures
+    from infer_fixture import write_project
+
+    monkeypatch.chdir(tmp_path)
+    folder = write_project(tmp_path, "duo", steps=(1000,), speakers=["alto", "ténor"])
+    data = PreparedData(write_prepared(tmp_path / "data", lengths=(40, 48), valid_lengths=(40, 56),
+                                       singers=("alto", "ténor")))
+    sf.write(tmp_path / "song.wav", synth_voice(0.8, SR, f0=220.0, seed=0)[0], SR)
+    # Reconstruction takes each piece's singer: other rows give other mels.
+    model = load_model(folder / "model_ckpt_steps_1000.ckpt").model
+    pieces = [dict(data.load(p), speaker=i) for i, p in enumerate(data.pieces("valid"))]
+    own = reconstruction_figures(model, pieces, sampling_steps=2).figures
+    swapped = reconstruction_figures(model, [dict(p, speaker=1 - p["speaker"]) for p in pieces],
+                                     sampling_steps=2).figures
+    assert own != swapped
+    # Songs need a singer: one line listing them; with --speaker the songs are converted to it.
+    rc = main(["eval", "--device", "cpu", "--project", "duo", "--data", "data", "song.wav"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "singers: alto, ténor" in err and len(err.strip().splitlines()) == 1, err
+    rc = main(["eval", "--device", "cpu", "--project", "duo", "--data", "data", "--speaker", "ténor", "song.wav"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    result = json.loads((folder / "eval.json").read_text())
+    assert result["speaker"] == "ténor"
+    row = result["rows"][0]
+    assert row["recon_pieces"] == 2 and row["recon_mcd_db"] > 0 and "speaker_sim_target" in row

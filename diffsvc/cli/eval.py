@@ -44,6 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-pieces", type=int, default=8, help="validation pieces reconstructed (default 8)")
     g = p.add_argument_group("conversion")
     g.add_argument("--key", type=float, default=0.0, help="transpose songs by semitones (default 0)")
+    g.add_argument("--speaker", help="multi-singer projects: the singer (or blend \"a:0.7,b:0.3\") songs are converted "
+                                     "to and compared with; reconstruction uses each piece's own singer")
     from diffsvc.sampling import SAMPLERS
 
     g.add_argument("--sampler", choices=SAMPLERS.names(),
@@ -111,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
 
     request = EvalRequest(choices, songs=songs, data=data, data_note=data_note, key=args.key, seed=args.seed,
                           sampler=args.sampler, sampling_steps=args.sampling_steps, max_pieces=args.max_pieces,
+                          speaker=args.speaker,
                           allow_unsafe=args.trust_checkpoint, log=log)
     result = evaluate(request, device)
     for what in result["unavailable"]:

@@ -50,7 +50,8 @@ def reconstruction_figures(model, pieces: Sequence[dict], *, sampler: str = "ddi
     """Sample each piece from its own conditioning and score it against its real mel.
 
     model: a GaussianDiffusion (put in eval mode by the caller; its device is used).
-    pieces: dicts {"mel": log10 [T, M], "f0": Hz [T] (0 = unvoiced), "units": [Th, D]}, as
+    pieces: dicts {"mel": log10 [T, M], "f0": Hz [T] (0 = unvoiced), "units": [Th, D]} (and for a
+    multi-singer model "speaker": the piece's singer row), as
         PreparedData.load returns them.
     sampler / sampling_steps: any name of diffsvc.sampling (few steps keep validation cheap).
     vocoder + f0_extractor: also vocode, re-track f0 and add the pitch figures.
@@ -85,9 +86,11 @@ def _reconstruct(model, pieces, device, sampler, sampling_steps, seed, vocoder, 
         if t == 0:
             continue
         f0_hz = np.asarray(piece["f0"], dtype=np.float32)[:t]
+        singer = piece.get("speaker")  # a multi-singer model: the piece's own singer (its table row)
         out = model.sample(units[None].to(device), mel2ph[None].to(device), f0_log2[None].to(device), steps,
                            ref_mel=mel_t[None].to(device), shallow_step=shallow,
-                           noise=piece_noise(model.n_mels, t, seed, index).to(device))[0]
+                           noise=piece_noise(model.n_mels, t, seed, index).to(device),
+                           speaker=None if singer is None else torch.tensor([int(singer)], device=device))[0]
         out = out.float()
         real.append(mel_t.numpy())
         fake.append(out.cpu().numpy())

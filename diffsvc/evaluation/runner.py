@@ -42,6 +42,7 @@ class EvalRequest:
     sampler: str | None = None  # None: the project's
     sampling_steps: int | None = None
     max_pieces: int = 8
+    speaker: str | None = None  # multi-singer models: --speaker (a singer or a blend) for the songs
     allow_unsafe: bool = False
     log: callable = print
 
@@ -76,6 +77,11 @@ def evaluate(request: EvalRequest, device: torch.device) -> dict:
     retracker, note = retrack_extractor(config, config.f0_extractor, str(device))
     if note:
         log(f"note: {note}")
+    from diffsvc.model.speakers import parse_speaker
+
+    # songs need a singer (one line listing them when missing); reconstruction uses each piece's own
+    singer = (parse_speaker(request.speaker, config.speakers)
+              if request.speaker is not None or (config.speakers and request.songs) else None)
     speaker = load_speaker_encoder(str(device))
     if speaker is None:
         unavailable.append(f"speaker similarity ({INSTALL_HINT})")
@@ -85,9 +91,15 @@ def evaluate(request: EvalRequest, device: torch.device) -> dict:
         from diffsvc.training.project import check_data_matches
 
         check_data_matches(config, request.data, str(request.choices[0].path.parent / "config.yaml"))
-        pieces = [request.data.load(p) for p in evaluation_pieces(request.data, request.max_pieces)]
+        manifest = request.data.manifest
+        pieces = [dict(request.data.load(p), speaker=config.speakers.index(manifest.speaker_of(p))
+                       if config.speakers else None)
+                  for p in evaluation_pieces(request.data, request.max_pieces)]
         if speaker is not None:
-            train = request.data.pieces("train")[:CENTROID_PIECES] or request.data.pieces()[:CENTROID_PIECES]
+            # the singer the songs are converted to (a blend: its singers' audio together)
+            sung = {n for n, _ in singer.parts} if singer is not None else None
+            mine = [p for p in request.data.pieces() if sung is None or manifest.speaker_of(p) in sung]
+            train = ([p for p in mine if p.split == "train"] or mine)[:CENTROID_PIECES]
             centroid = speaker.centroid([request.data.load_audio(p) for p in train], config.audio_sample_rate)
             if centroid is None:
                 unavailable.append("speaker similarity to the singer (no voiced training audio)")
@@ -121,7 +133,8 @@ def evaluate(request: EvalRequest, device: torch.device) -> dict:
         if request.songs:
             settings = InferenceSettings(sampler=sampler, sampling_steps=steps, f0_method=config.f0_extractor,
                                          shallow_step=loaded.model.K_step
-                                         if loaded.model.K_step < loaded.model.num_timesteps else None)
+                                         if loaded.model.K_step < loaded.model.num_timesteps else None,
+                                         speaker=None if singer is None else singer.tensor()[0])
             converter = SongConverter(loaded, encoder, vocoder, device, settings)
             per_song = [_score_song(converter, path, wav, sources[path], request, retracker, speaker, centroid,
                                     encoder) for path, wav in request.songs.items()]
@@ -135,6 +148,7 @@ def evaluate(request: EvalRequest, device: torch.device) -> dict:
         rows.append(row)
     return {
         "project": request.choices[0].project,
+        "speaker": None if singer is None else singer.text,
         "settings": {"sampler": sampler, "sampling_steps": steps, "seed": request.seed, "key": request.key,
                      "f0_conditioning": config.f0_extractor, "f0_retracked_with": retracker.name,
                      "speaker_encoder": "resemblyzer GE2E" if speaker else None,

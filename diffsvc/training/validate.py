@@ -132,7 +132,8 @@ class Validator:
             if self._figures is None:
                 from diffsvc.evaluation.reconstruction import ValidationFigures
 
-                self._pieces = [self.valid_set.data.load(p) for p in self.valid_set.pieces]
+                self._pieces = [dict(self.valid_set.data.load(p), speaker=self.valid_set.speaker(i))
+                                for i, p in enumerate(self.valid_set.pieces)]
                 self._figures = ValidationFigures(self.config, self.device, vocoder=self.vocoder(), log=self.log)
             return self._figures(model, self._pieces)
         except LogWriteError:
