@@ -8,8 +8,9 @@
 4. `diffsvc infer --speaker` singer C's phrase as singer A and as singer B (full diffusion from
    noise, DPM-Solver++).
 5. Check each result: same length as the input, its melody follows the input's (f0 error in
-   cents, measured on the output audio), and its average spectrum lies closer to its own
-   singer's than to the other's.
+   cents, measured on the output audio), and how close it lies to its own singer and to the other
+   (the shape of the average spectrum, and `diffsvc eval`'s speaker similarity when the eval
+   extra is installed).
 
 Without the pretrained HuBERT-soft and NSF-HiFiGAN weights the demo uses stand-ins that need no
 download (MFCC-based content features, Griffin-Lim mel inversion); every line says so. Real
@@ -130,6 +131,24 @@ def measure_timbre(output_wav: Path, references: dict[str, list[Path]]) -> dict[
     return {name: float(np.sqrt(np.mean((out - envelope(paths)) ** 2))) for name, paths in references.items()}
 
 
+def measure_speaker(output_wav: Path, references: dict[str, list[Path]]) -> dict[str, float] | None:
+    """{singer: cosine}: `diffsvc eval`'s speaker similarity (GE2E embedding, resemblyzer) of the
+    output against the centroid of each singer's training songs; None without the eval extra."""
+    from diffsvc.audio.load import load_audio
+    from diffsvc.evaluation.metrics import cosine_similarity
+    from diffsvc.evaluation.speaker import load_speaker_encoder
+
+    encoder = load_speaker_encoder("cpu")
+    if encoder is None:
+        return None
+    out = encoder.embed(load_audio(output_wav), 44100)
+    result = {}
+    for name, paths in references.items():
+        centroid = encoder.centroid([load_audio(p) for p in paths], 44100)
+        result[name] = cosine_similarity(out, centroid) if out is not None and centroid is not None else float("nan")
+    return result
+
+
 def run(args: argparse.Namespace) -> int:
     import shutil
 
@@ -191,9 +210,13 @@ def run(args: argparse.Namespace) -> int:
     for name, output in outputs.items():
         timbre = measure_timbre(output, corpus)
         others = [d for other, d in timbre.items() if other != name]
+        similarity = measure_speaker(output, corpus)
         conversions[name] = {"output": str(output), "melody": measure_melody(phrase, output, KEY),
                              "roughness": measure_roughness(phrase, output),
-                             "timbre_distance_db": timbre, "closer_to_own_singer": all(timbre[name] < d for d in others)}
+                             "timbre_distance_db": timbre, "closer_to_own_singer": all(timbre[name] < d for d in others),
+                             "speaker_similarity": similarity,
+                             "more_similar_to_own_singer": None if similarity is None else
+                             all(similarity[name] > v for other, v in similarity.items() if other != name)}
     lines = ["# diffsvc demo report", ""]
     lines += [f"- {note}" for note in notes] or ["- real HuBERT-soft and NSF-HiFiGAN weights were used"]
     lines += ["", "| stage | seconds |", "|---|---|"] + [f"| {name} | {sec:.1f} |" for name, sec in report]
@@ -210,7 +233,12 @@ def run(args: argparse.Namespace) -> int:
                   "several times)",
                   "Timbre check (RMS difference of average mel spectra to each singer's training songs): "
                   + ", ".join(f"{other} {d:.1f} dB" for other, d in timbre.items())
-                  + f" ({'closer to' if c['closer_to_own_singer'] else 'NOT closer to'} {name})", ""]
+                  + f" ({'closer to' if c['closer_to_own_singer'] else 'NOT closer to'} {name})"]
+        similarity = c["speaker_similarity"]
+        lines += ["Speaker similarity (diffsvc eval's GE2E cosine to each singer's training songs): " + (
+            ", ".join(f"{other} {v:.3f}" for other, v in similarity.items())
+            + f" ({'more' if c['more_similar_to_own_singer'] else 'NOT more'} similar to {name})"
+            if similarity is not None else "not computed (install diffsvc[eval])"), ""]
     text = "\n".join(lines)
     atomic_write_text(work / "report.md", text)
     atomic_write_text(work / "report.json", json.dumps({
