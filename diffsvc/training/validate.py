@@ -38,8 +38,10 @@ class Validator:
 
     `validator(model, loss, step)` returns the mean validation loss (None without validation
     pieces), logs it as val/loss, and logs mel pictures (target above, sampled below) and, when the
-    vocoder loads, audio of the first num_valid_plots pieces. Audio never stops training: a vocoder
-    that fails to load or run is reported once and validation goes on without audio."""
+    vocoder loads, audio of the first num_valid_plots pieces. A multi-singer project also logs
+    val/loss/<singer> and renders at least one piece of every singer (tags mel/<singer>/<index>).
+    Audio never stops training: a vocoder that fails to load or run is reported once and
+    validation goes on without audio."""
 
     def __init__(self, valid_set: PieceDataset, config: Config, device: torch.device, amp_dtype: torch.dtype | None,
                  logger: TrainLogger, generator: torch.Generator, log: Callable[[str], None] = print):
