@@ -51,7 +51,7 @@ from diffsvc.features.f0 import make_f0_extractor
 from diffsvc.features.pitch import denorm_f0, norm_interp_f0, shift_key
 from diffsvc.inference.keyshift import RangeReport, fit_f0_range, range_report, shift_hz
 from diffsvc.inference.windows import (DEFAULT_CONTEXT_FRAMES, DEFAULT_CROSSFADE_FRAMES, MAX_BATCH, MAX_BATCH_CPU,
-                                       Window, WindowPlan,
+                                       MAX_WINDOW_FRAMES, MAX_WINDOW_FRAMES_CPU, Window, WindowPlan,
                                        free_memory_bytes, join_windows, measured_bytes_per_frame,
                                        plan_for_memory, plan_windows)
 from diffsvc.sampling import make_sampler
@@ -367,9 +367,11 @@ class SongConverter:
         s = self.settings
         if self._bytes_per_frame is None:
             self._bytes_per_frame = measured_bytes_per_frame(self.model, self.device)
+        cuda = self.device.type == "cuda"
         plan = plan_for_memory(self._bytes_per_frame, free_memory_bytes(self.device), longest,
                                context_frames=s.context_frames, crossfade_frames=s.crossfade_frames,
-                               max_batch=MAX_BATCH if self.device.type == "cuda" else MAX_BATCH_CPU)
+                               max_window_frames=MAX_WINDOW_FRAMES if cuda else MAX_WINDOW_FRAMES_CPU,
+                               max_batch=MAX_BATCH if cuda else MAX_BATCH_CPU)
         if s.window_frames is not None:
             plan = WindowPlan(s.window_frames, plan.batch_size, s.context_frames, s.crossfade_frames)
         if s.batch_size is not None:

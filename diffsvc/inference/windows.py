@@ -27,14 +27,20 @@ import os
 from dataclasses import dataclass
 
 import torch
-from diffsvc.vocoder.windowed import window_spans
+from diffsvc.vocoder.windowed import balanced_spans, window_spans
 
 MIN_WINDOW_FRAMES = 128  # below this the context overhead dominates
-MAX_WINDOW_FRAMES = 1500  # ~17 s; longer windows save nothing and delay the first result
+MAX_WINDOW_FRAMES = 1500  # ~17 s: on a GPU longer windows save nothing (the batch fills it) and delay the first result
+# On the CPU every window's context is extra work and nothing runs in parallel: a window as long as a
+# section (SECTION_MAX_S = 60 s, 5168 frames) samples a whole section in one pass, as the original
+# did (~270 MB at release size).
+MAX_WINDOW_FRAMES_CPU = 5200
 MAX_BATCH = 16
-# On the CPU a batch buys little speed (DiffNet per frame on 2 cores, batch 1 -> 4: 11.2 -> 8.6 us
-# at 64 x 10, 206 -> 206 us at release size 384 x 20) but costs memory per item, so it stays small.
-MAX_BATCH_CPU = 4
+# On the CPU a batch buys no speed at release size (DiffNet per frame on 2 cores, batch 1 -> 4:
+# 206 -> 206 us at 384 x 20; 11.2 -> 8.6 us at 64 x 10) and its items are padded to the longest:
+# one window at a time (benchmarks/pipeline.py).
+MAX_BATCH_CPU = 1
+WINDOW_MULTIPLE = 64  # windows are evened out in steps of this many frames (the denoiser's length bucket)
 MEMORY_SHARE = 0.5  # of the free memory, leaving room for the vocoder, the encoders and other programs
 DEFAULT_CONTEXT_FRAMES = 32
 DEFAULT_CROSSFADE_FRAMES = 16
@@ -66,11 +72,13 @@ kept_spans = window_spans  # one definition of the overlapping spans, shared wit
 
 
 def plan_windows(num_frames: int, plan: WindowPlan) -> list[Window]:
-    """The windows of one stretch; a stretch that fits in one window is sampled whole."""
+    """The windows of one stretch; a stretch that fits in one window is sampled whole. Windows are
+    evened out (`balanced_spans`): as many as plan.window_frames needs, of about equal length, so
+    a batch pads little and no window is mostly context."""
     if num_frames <= plan.window_frames:
         return [Window(0, num_frames, 0, num_frames)]
     windows = []
-    for start, end in kept_spans(num_frames, plan.window_frames, plan.crossfade_frames):
+    for start, end in balanced_spans(num_frames, plan.window_frames, plan.crossfade_frames, WINDOW_MULTIPLE):
         lo, hi = max(0, start - plan.context_frames), min(num_frames, end + plan.context_frames)
         windows.append(Window(lo, hi, start, end))
     return windows

@@ -49,10 +49,17 @@ class ResBlock1(nn.Module):
         ])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            for c1, c2 in zip(self.convs1, self.convs2):
+                xt = c1(F.leaky_relu(x, LRELU_SLOPE))
+                xt = c2(F.leaky_relu(xt, LRELU_SLOPE))
+                x = xt + x
+            return x
+        # inference: the same operations in place on the convs' fresh outputs (the same numbers;
+        # no new tensor per activation, which on the CPU is a fifth of the vocoder's time)
         for c1, c2 in zip(self.convs1, self.convs2):
-            xt = c1(F.leaky_relu(x, LRELU_SLOPE))
-            xt = c2(F.leaky_relu(xt, LRELU_SLOPE))
-            x = xt + x
+            xt = c2(F.leaky_relu_(c1(F.leaky_relu(x, LRELU_SLOPE)), LRELU_SLOPE))
+            x = xt.add_(x)
         return x
 
 
@@ -209,19 +216,31 @@ class Generator(nn.Module):
 
     def decode(self, mel: torch.Tensor, har_source: torch.Tensor) -> torch.Tensor:
         """The deterministic body: ln-mel [B, M, T] and excitation [B, 1, T * hop] -> [B, 1, T * hop]."""
+        if torch.is_grad_enabled():
+            x = self.conv_pre(mel)
+            for i in range(self.num_upsamples):
+                x = F.leaky_relu(x, LRELU_SLOPE)
+                x = self.ups[i](x)
+                x = x + self.noise_convs[i](har_source)
+                xs = None
+                for j in range(self.num_kernels):
+                    y = self.resblocks[i * self.num_kernels + j](x)
+                    xs = y if xs is None else xs + y
+                x = xs / self.num_kernels
+            x = F.leaky_relu(x)  # the original's default slope 0.01 here, not LRELU_SLOPE
+            x = self.conv_post(x)
+            return torch.tanh(x)
+        # inference: the same operations, in place where a tensor is used once (see ResBlock1)
         x = self.conv_pre(mel)
         for i in range(self.num_upsamples):
-            x = F.leaky_relu(x, LRELU_SLOPE)
-            x = self.ups[i](x)
-            x = x + self.noise_convs[i](har_source)
+            x = self.ups[i](F.leaky_relu_(x, LRELU_SLOPE))
+            x.add_(self.noise_convs[i](har_source))
             xs = None
             for j in range(self.num_kernels):
                 y = self.resblocks[i * self.num_kernels + j](x)
-                xs = y if xs is None else xs + y
-            x = xs / self.num_kernels
-        x = F.leaky_relu(x)  # the original's default slope 0.01 here, not LRELU_SLOPE
-        x = self.conv_post(x)
-        return torch.tanh(x)
+                xs = y if xs is None else xs.add_(y)
+            x = xs.div_(self.num_kernels)
+        return torch.tanh_(self.conv_post(F.leaky_relu_(x)))
 
     def forward(self, mel: torch.Tensor, f0: torch.Tensor, initial_phase: torch.Tensor | None = None) -> torch.Tensor:
         return self.decode(mel, self.excitation(f0, initial_phase))

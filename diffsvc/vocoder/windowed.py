@@ -20,6 +20,9 @@ from diffsvc.audio.mel import log10_to_ln
 from diffsvc.vocoder.base import VOCODERS, MelSettings, Vocoder
 from diffsvc.vocoder.nsf_hifigan import Generator
 
+# windows are evened out in steps of this many frames: few distinct lengths (see below)
+WINDOW_MULTIPLE = 32
+
 
 def window_spans(num_frames: int, window_frames: int, crossfade_frames: int) -> list[tuple[int, int]]:
     """Output spans [start, end) covering num_frames; consecutive spans overlap by crossfade_frames."""
@@ -32,6 +35,21 @@ def window_spans(num_frames: int, window_frames: int, crossfade_frames: int) -> 
         if end >= num_frames:
             return spans
         start = end - crossfade_frames
+
+
+def balanced_spans(num_frames: int, window_frames: int, crossfade_frames: int,
+                   multiple: int = 1) -> list[tuple[int, int]]:
+    """As `window_spans`, with the same number of windows, each as short as that count allows
+    (rounded up to `multiple` frames, never above window_frames): the work is spread evenly
+    instead of leaving a short last window, so windows of one length (a batch, or a vocoder run
+    at a fixed length) carry little padding. 2584 frames in windows of 1500: 2 spans of 1300,
+    not 1500 and 1100."""
+    count = len(window_spans(num_frames, window_frames, crossfade_frames))
+    if count == 1:
+        return [(0, num_frames)]
+    even = -(-(num_frames + (count - 1) * crossfade_frames) // count)
+    even = min(window_frames, -(-even // multiple) * multiple)
+    return window_spans(num_frames, max(even, crossfade_frames + 1), crossfade_frames)
 
 
 def frame_start_phases(generator: Generator, f0: torch.Tensor, initial_phase: torch.Tensor) -> torch.Tensor:
@@ -56,7 +74,8 @@ def vocode_in_windows(generator: Generator, mel: torch.Tensor, f0: torch.Tensor,
     initial_phase = generator.m_source.l_sin_gen.draw_initial_phase(batch, f0.device)
     phases = frame_start_phases(generator, f0, initial_phase)
     out = mel.new_zeros(batch, 1, num_frames * hop)
-    spans = window_spans(num_frames, window_frames, crossfade_frames)
+    spans = balanced_spans(num_frames, window_frames, crossfade_frames, WINDOW_MULTIPLE)
+    window_frames = max(end - start for start, end in spans)
     fade = crossfade_frames * hop
     ramp = (torch.arange(fade, device=mel.device, dtype=mel.dtype) + 0.5) / max(fade, 1)
     # Every window is run at one length (window + 2 context): the first and last windows take

@@ -1,0 +1,309 @@
+"""The whole pipeline at full size: real-time factor of every stage, the original way against ours,
+side by side in one run. Writes benchmarks/results/pipeline.md (or pipeline-cuda.md on a GPU).
+
+    python benchmarks/pipeline.py [--device cpu|cuda] [--seconds 30] [--repeats 2] [--tiny]
+
+Models (random weights, release architecture, saved in the real file formats and loaded through
+the same code `diffsvc infer` uses): DiffNet 384 channels x 20 layers, HuBERT-soft (12 layers,
+768 wide; the bshall v0.1 file layout), NSF-HiFiGAN (512 initial channels, the 20221211 release's
+config). f0: parselmouth for every run, to keep f0 out of the comparison.
+
+Runs, all on the same song, model, encoders and start seed:
+- original way: PLMS 50 steps (speedup 20), one stretch at a time in one pass (no windows, batch
+  1), the vocoder in one pass per stretch, the whole song in memory, no thread or inference-mode
+  settings beyond torch's defaults (what the original's infer.py does);
+- ours: DDIM 20 (the default), DPM-Solver++ 10, and the distilled student when a student
+  checkpoint is given (`--student PATH`) and this checkout can sample one.
+
+The configurations are interleaved (A B C A B C ...) and each stage's median over the repeats is
+reported: on a shared machine, a burst of someone else's work then hits all configurations alike.
+"Denoiser frames" counts the frames the denoiser processed (batch items x frames, summed over
+calls): the windows' context and batch padding show up there, separate from the step count.
+`--tiny` swaps in tiny models and a 3 s song: a check that the script runs (`benchmarks/gpu.sh
+--dry-run` uses it), not a measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from common import machine_line, markdown_table, pick_device, write_result  # noqa: E402
+
+SR = 44100
+STAGES = ["load", "f0", "content", "sampling", "vocoder"]
+RELEASE_NSF = {
+    "resblock": "1", "num_gpus": 4, "batch_size": 10, "learning_rate": 0.0002, "adam_b1": 0.8, "adam_b2": 0.99,
+    "lr_decay": 0.999, "seed": 1234, "upsample_rates": [8, 8, 2, 2, 2], "upsample_kernel_sizes": [16, 16, 4, 4, 4],
+    "upsample_initial_channel": 512, "resblock_kernel_sizes": [3, 7, 11],
+    "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]], "discriminator_periods": [3, 5, 7, 11, 17, 23, 37],
+    "segment_size": 16384, "num_mels": 128, "num_freq": 1025, "n_fft": 2048, "hop_size": 512, "win_size": 2048,
+    "sampling_rate": 44100, "fmin": 40, "fmax": 16000, "fmax_for_loss": None, "num_workers": 16,
+}
+
+
+def make_project(root: Path, tiny: bool) -> Path:
+    """models/bench (DiffNet), models/hubert_soft.pt, models/nsf_hifigan under `root`."""
+    import torch
+
+    from diffsvc.features.content.hubert_soft import HubertSoft
+    from diffsvc.vocoder import Generator, save_vocoder
+    from infer_fixture import TINY_NSF, write_project
+
+    torch.manual_seed(0)
+    models = root / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    hubert = HubertSoft()  # the v0.1 release: 12 layers, 768 wide (the loader accepts only that)
+    if tiny:
+        nsf = TINY_NSF
+        sizes = dict(residual_channels=16, residual_layers=2)
+    else:
+        nsf = RELEASE_NSF
+        sizes = dict(residual_channels=384, residual_layers=20)
+    torch.save({"module." + k: v for k, v in hubert.state_dict().items()}, models / "hubert-soft-0d54a1f4.pt")
+    save_vocoder(Generator.from_config(nsf), nsf, models / "nsf_hifigan")
+    write_project(root, "bench", vocoder="nsf-hifigan", timesteps=1000, K_step=1000, sampler="ddim",
+                  sampling_steps=20, content_encoder="hubert-soft", hubert_path=str(models / "hubert-soft-0d54a1f4.pt"),
+                  **sizes)
+    return root / "models" / "bench"
+
+
+class DenoiserCount:
+    """Counts denoiser calls and the frames they process (forward hook on the denoiser)."""
+
+    def __init__(self, module):
+        self.calls = 0
+        self.frames = 0
+        module.register_forward_hook(self._hook)
+
+    def _hook(self, _module, inputs, _output):
+        spec = inputs[0]
+        self.calls += 1
+        self.frames += int(spec.shape[0] * spec.shape[-1])
+
+
+def converter_for(root: Path, device, settings: dict, *, original: bool, student: str | None):
+    from diffsvc.inference.components import load_content_encoder_for, load_vocoder_for
+    from diffsvc.inference.pipeline import InferenceSettings, SongConverter
+    from diffsvc.inference.project import choose_checkpoint, load_checkpoint
+
+    from diffsvc.inference.pipeline import StageTimer
+
+    class CpuStageTimer(StageTimer):
+        """Wall seconds per stage and this process's CPU seconds (all threads): on a machine shared
+        with other jobs, CPU time shows the work done, wall time what a user waits."""
+
+        def __init__(self, device):
+            super().__init__(device=device)
+            self.cpu_seconds = {s: 0.0 for s in STAGES}
+
+        @contextmanager
+        def __call__(self, stage: str):
+            start = time.process_time()
+            try:
+                with super().__call__(stage):
+                    yield
+            finally:
+                self.cpu_seconds[stage] = self.cpu_seconds.get(stage, 0.0) + time.process_time() - start
+
+    os.chdir(root)
+    path = Path(student) if student else choose_checkpoint(root / "models", "bench")
+    loaded = load_checkpoint(path, device)
+    c = loaded.config
+    vocoder = load_vocoder_for(c, device)
+    if original:  # the original vocodes each stretch in one pass
+        vocoder.window_frames = 10**9
+    conv = SongConverter(loaded, load_content_encoder_for(c, device), vocoder, device,
+                         InferenceSettings(f0_method="parselmouth", **settings))
+    conv.timer = CpuStageTimer(conv.device)
+    return conv, DenoiserCount(conv.model.denoise_fn)
+
+
+def run_once(root: Path, song: Path, device, run: dict, student: str | None) -> dict:
+    """One conversion: stage seconds (load = reading the song and the models), denoiser calls/frames."""
+    import torch
+
+    from diffsvc.audio.load import load_audio
+    from diffsvc.audio.spool import spool_audio
+    from diffsvc.inference.output import audio_writer
+
+    start = time.perf_counter()
+    conv, count = converter_for(root, device, run["settings"], original=run["original"],
+                                student=student if run.get("student") else None)
+    model_seconds = time.perf_counter() - start
+    out = root / f"out_{run['key']}.wav"
+    if run["original"]:  # the whole song in memory, written at the end
+        with conv.timer("load"):
+            wav = load_audio(song, SR)
+        result = conv.convert(wav, conv.analyse(wav), seed=0)
+        with audio_writer(out, SR) as write:
+            write(result.audio)
+    else:
+        with conv.timer("load"):
+            wav = spool_audio(song, SR)
+        with wav, audio_writer(out, SR) as write:
+            conv.convert_to(write, wav, conv.analyse(wav), seed=0)
+    info = dict(conv.timer.seconds)
+    info.update({f"cpu_{k}": v for k, v in conv.timer.cpu_seconds.items()})
+    info["models_s"] = model_seconds  # reading the model files: once per session, not per second of song
+    plan = conv._last_plan
+    info["plan"] = f"{plan.window_frames} x {plan.batch_size}" if plan else "-"
+    info["calls"], info["frames"] = count.calls, count.frames
+    info["song_s"] = len(wav) / SR
+    if device.type == "cuda":
+        info["peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return info
+
+
+def old_planner_ratio(num_frames: int) -> float:
+    """Denoiser frames per call of the window planner as it was before benchmarks/pipeline.py
+    (windows up to 1500 frames with 32 of context each side, unbalanced, batched up to 4 and
+    padded to the longest in steps of 64), over one pass of `num_frames`."""
+    from diffsvc.vocoder.windowed import window_spans
+
+    if num_frames <= 1500:
+        return 1.0
+    lengths = [min(num_frames, e + 32) - max(0, s - 32) for s, e in window_spans(num_frames, 1500, 16)]
+    frames = 0
+    for k in range(0, len(lengths), 4):
+        batch = lengths[k:k + 4]
+        frames += len(batch) * -(-max(batch) // 64) * 64
+    return frames / num_frames
+
+
+def student_available(student: str | None) -> str:
+    """'' when a student row can run, else why not."""
+    if not student:
+        return "no student checkpoint given (--student PATH)"
+    if not Path(student).exists():
+        return f"{student} does not exist"
+    from diffsvc.sampling import SAMPLERS
+
+    if "consistency" not in SAMPLERS:
+        return "this checkout has no student sampler yet (diffsvc distill)"
+    return ""
+
+
+def runs_for(args) -> list[dict]:
+    runs = [
+        dict(key="original", label="original way: PLMS 50, one stretch at a time, one pass each", original=True,
+             settings=dict(sampler="plms", sampling_steps=50, batch_size=1, window_frames=10**6)),
+        dict(key="ddim20", label="ours: DDIM 20 (the default)", original=False,
+             settings=dict(sampler="ddim", sampling_steps=20)),
+        dict(key="dpm10", label="ours: DPM-Solver++ 10", original=False,
+             settings=dict(sampler="dpm-solver++", sampling_steps=10)),
+    ]
+    for steps in args.student_steps:
+        runs.append(dict(key=f"student{steps}", label=f"ours: the student, {steps} step(s)", original=False,
+                         student=True, settings=dict(sampler="consistency", sampling_steps=steps)))
+    return runs
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--repeats", type=int, default=2, help="interleaved rounds; the median is reported")
+    p.add_argument("--student", help="a student checkpoint from `diffsvc distill` (rows run when present)")
+    p.add_argument("--student-steps", type=int, nargs="*", default=[1, 2])
+    p.add_argument("--tiny", action="store_true", help="tiny models, 3 s song: a check that the script runs")
+    p.add_argument("--out", default=None, help="result file name under benchmarks/results/")
+    args = p.parse_args()
+    import torch
+
+    from infer import make_song
+
+    device = pick_device(args.device)
+    if args.tiny:
+        args.seconds = min(args.seconds, 3.0)
+    runs = runs_for(args)
+    why_no_student = student_available(args.student)
+    if why_no_student:
+        print(f"student rows skipped: {why_no_student}", file=sys.stderr)
+        runs = [r for r in runs if not r.get("student")]
+    results: dict[str, list[dict]] = {r["key"]: [] for r in runs}
+    cwd = os.getcwd()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        make_project(root, args.tiny)
+        song = make_song(root / "song.wav", args.seconds)
+        warm = make_song(root / "warm.wav", min(args.seconds, 3.0))
+        for r in runs:  # untimed, on 3 s: first calls load libraries and build kernels (oneDNN, cuDNN)
+            run_once(root, warm, device, r, args.student)
+            print("warm-up", r["key"], file=sys.stderr, flush=True)
+        for k in range(args.repeats):
+            for r in runs:
+                info = run_once(root, song, device, r, args.student)
+                results[r["key"]].append(info)
+                print(k, r["key"], json.dumps({s: round(info[s], 2) for s in STAGES}), info["plan"],
+                      info["calls"], info["frames"], file=sys.stderr, flush=True)
+    os.chdir(cwd)
+    song_s = results[runs[0]["key"]][0]["song_s"]
+    rows, totals, cpu_rows, cpu_totals = [], {}, [], {}
+    for r in runs:
+        infos = results[r["key"]]
+        med = {s: statistics.median(i[s] for i in infos) for s in STAGES}
+        total = statistics.median(sum(i[s] for s in STAGES) for i in infos)
+        totals[r["key"]] = total
+        cpu = {s: statistics.median(i["cpu_" + s] for i in infos) for s in STAGES}
+        cpu_totals[r["key"]] = statistics.median(sum(i["cpu_" + s] for s in STAGES) for i in infos)
+        cpu_rows.append([r["label"]] + [cpu[s] / song_s for s in STAGES] + [cpu_totals[r["key"]] / song_s])
+        rows.append([r["label"]] + [med[s] / song_s for s in STAGES] + [total / song_s,
+                                                                          statistics.median(i["models_s"] for i in infos),
+                                                                          infos[0]["calls"],
+                                                                          infos[0]["frames"], infos[0]["plan"]])
+    base = totals["original"]
+    for row, r in zip(rows, runs):
+        row.append(f"{base / totals[r['key']]:.2f}x")
+    for row, r in zip(cpu_rows, runs):
+        row.append(f"{cpu_totals['original'] / cpu_totals[r['key']]:.2f}x")
+    frames = {r["key"]: results[r["key"]][0]["frames"] / max(1, results[r["key"]][0]["calls"]) for r in runs}
+    per_call = frames["ddim20"] / frames["original"]
+    size = ("tiny models (a check that the script runs, not a measurement)" if args.tiny else
+            "DiffNet 384 x 20, HuBERT-soft (release size), NSF-HiFiGAN (release size, 512 channels); random weights")
+    student_line = (f"The student rows ran from {args.student}." if not why_no_student else
+                    f"**Student: not measured in this run** ({why_no_student}); rerun with `--student PATH` once "
+                    "`diffsvc distill` has made one.")
+    text = "\n".join([
+        "# The whole pipeline, full size" + (" (tiny check)" if args.tiny else ""), "",
+        f"Machine: {machine_line(device)}. Song: {song_s:g} s of synthetic singing (tests/audio_synth.py). "
+        f"Models: {size}. f0: parselmouth in every run.", "",
+        "load: reading the song; models load s: reading the model files (seconds, once per run, not in the total). "
+        f"Each configuration ran {args.repeats} times, interleaved (A B C, A B C, ...) after one untimed warm-up "
+        "each; every figure is the median. " + ("The machine's cores were shared with other people's jobs while "
+                                                 "this ran: the interleaving spreads their load over all rows alike, "
+                                                 "but single figures can be off by 10-20 %."
+                                                 if device.type == "cpu" else ""), "",
+        "## Real-time factor per stage (seconds of work per second of song; lower is faster)", "",
+        markdown_table(["run"] + STAGES + ["total", "models load s", "denoiser calls", "denoiser frames", "windows (frames x batch)",
+                                           "faster than the original"], rows), "",
+        "## CPU seconds per second of song (this process, all threads; lower is less work)", "",
+        "The same runs counted in CPU time, which other people's jobs on the machine disturb less than wall time.",
+        "",
+        markdown_table(["run"] + STAGES + ["total", "less work than the original"], cpu_rows), "",
+        f"Denoiser frames per call, ours (DDIM 20) against the original's one pass per stretch: {per_call:.3f} "
+        f"(context around each window, and batch items padded to the longest). The planner before this run's "
+        f"changes (windows of at most 1500 frames, 4 per batch on the CPU, the last window shorter) would have "
+        f"sampled this song at {old_planner_ratio(results['original'][0]['frames'] // max(1, results['original'][0]['calls'])):.3f}.", "",
+        student_line, "",
+    ])
+    name = args.out or ("pipeline-tiny.md" if args.tiny else
+                        "pipeline-cuda.md" if device.type == "cuda" else "pipeline.md")
+    path = write_result(name, text)
+    print(text)
+    print(f"wrote {path}", file=sys.stderr)
+    del torch
+
+
+if __name__ == "__main__":
+    main()
