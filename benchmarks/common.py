@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# DIFFSVC_BENCH_RESULTS redirects every table (benchmarks/gpu.sh --dry-run writes to a temporary folder)
+RESULTS = Path(os.environ.get("DIFFSVC_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -190,6 +190,9 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=30.0, help="song length for the speed comparison")
     p.add_argument("--full-size", action="store_true", help="release-size denoiser and vocoder")
     p.add_argument("--long-minutes", type=float, default=10.0, help="the long song of the memory comparison")
+    p.add_argument("--short-minutes", type=float, default=1.0, help="the short song of the memory comparison")
+    p.add_argument("--no-probe", action="store_true", help="skip the CPU planner's memory-count check")
+    p.add_argument("--out", default=None, help="result file under benchmarks/results/ (infer.md; infer-cuda.md on CUDA)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--root", help=argparse.SUPPRESS)
     p.add_argument("--song", help=argparse.SUPPRESS)
@@ -222,7 +225,7 @@ def main() -> None:
             print(label, {s: round(info[s], 2) for s in stages}, file=sys.stderr)
         mem_rows = []
         for pauses in (False, True):
-            for minutes in (1, args.long_minutes):
+            for minutes in (args.short_minutes, args.long_minutes):
                 kind = "phrases and pauses" if pauses else "continuous"
                 long_song = make_song(root / f"song_{minutes}min_{int(pauses)}.wav", 60 * minutes, pauses)
                 out = subprocess.run([sys.executable, __file__, "--child", "--device", str(device), "--root",
@@ -231,7 +234,7 @@ def main() -> None:
                 info = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))[7:])
                 mem_rows.append([f"{minutes:g} min, {kind}", info["peak_mib"], info["rtf"], info["plan"]])
                 print(minutes, "min", kind, info, file=sys.stderr)
-        model_rows = memory_model_rows() if device.type != "cuda" else []
+        model_rows = memory_model_rows() if device.type != "cuda" and not args.no_probe else []
     size = "release size (384 x 20)" if args.full_size else "reduced (64 channels x 10 layers)"
     speedup = totals[runs[1][0]] / totals[runs[0][0]]
     growth = [mem_rows[1][1] / mem_rows[0][1], mem_rows[3][1] / mem_rows[2][1]]
@@ -245,13 +248,14 @@ def main() -> None:
         "## Real-time factor per stage (seconds of work per second of song; lower is faster)", "",
         markdown_table(["run"] + stages + ["total", "windows"], rows), "",
         f"Ours is {speedup:.2f}x faster in total than the original way.", "",
-        "## Peak memory of `diffsvc infer`, 1-minute against 10-minute song", "",
+        f"## Peak memory of `diffsvc infer`, {args.short_minutes:g}-minute against {args.long_minutes:g}-minute song",
+        "",
         "Each run is the command itself in a fresh process (process peak RSS on the CPU, peak CUDA allocation "
         "on a GPU). " + ("On the CPU these runs use a 16-channel x 2-layer denoiser so that 10 minutes finish in "
                          "minutes: they measure what grows with the song's length."
                          if device.type != "cuda" and not args.full_size else ""), "",
         markdown_table(["song", "peak MiB", "total RTF", "windows"], mem_rows), "",
-        f"The {args.long_minutes:g}-minute song peaks at {growth[0]:.2f}x the 1-minute song's memory when the "
+        f"The {args.long_minutes:g}-minute song peaks at {growth[0]:.2f}x the {args.short_minutes:g}-minute song's memory when the "
         f"singing is continuous (converted in 60 s sections) and at {growth[1]:.2f}x with phrases and pauses "
         "(many stretches of different lengths).", "",
     ] + ([
@@ -262,7 +266,7 @@ def main() -> None:
         markdown_table(["denoiser", "frames x batch", "measured B/frame", "estimate B/frame", "measured / estimate"],
                        model_rows), "",
     ] if model_rows else []))
-    path = write_result("infer.md", text + "\n")
+    path = write_result(args.out or ("infer-cuda.md" if device.type == "cuda" else "infer.md"), text + "\n")
     print(text)
     print(f"wrote {path}", file=sys.stderr)
 

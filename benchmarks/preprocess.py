@@ -153,6 +153,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true", help="shorter corpora and a 10-minute memory file")
+    parser.add_argument("--methods", default=None, help="comma-separated f0 methods to time (default: all)")
+    parser.add_argument("--seconds", type=float, default=None, help="audio per f0 method (default: per device)")
+    parser.add_argument("--speed-only", action="store_true", help="only the f0 speed table (benchmarks/gpu.sh)")
+    parser.add_argument("--out", default=None, help="result file name (preprocess.md; preprocess-cuda.md with "
+                                                    "--speed-only on CUDA)")
     args = parser.parse_args()
     device = pick_device(args.device)
     if device.type == "cpu":  # CREPE full is slow on a CPU: a shorter corpus keeps the run to minutes
@@ -162,6 +167,24 @@ def main() -> None:
     minutes = [1.0, 10.0 if args.quick else 30.0]
     if args.quick:
         plan = {k: min(v, 15.0) for k, v in plan.items()}
+    if args.methods:
+        plan = {m: plan.get(m, 60.0) for m in args.methods.split(",")}
+    if args.seconds:
+        plan = {m: args.seconds for m in plan}
+    if args.speed_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            speed = speed_rows(Path(tmp), str(device), plan)
+        text = "\n".join([
+            "# Preprocessing speed by f0 extractor", "",
+            f"Machine: {machine_line(device)}. Made by `benchmarks/preprocess.py --speed-only`; synthetic voice "
+            "(tests/audio_synth.py), content units from the stand-in encoder. First run: decode, slice, mel, f0, "
+            "units, manifest; second run: nothing changed, nothing recomputed.", "",
+            markdown_table(["f0", "audio (s)", "first run (audio s / s)", "cached rerun (audio s / s)",
+                            "f0 computed"], speed), ""])
+        path = write_result(args.out or ("preprocess-cuda.md" if device.type == "cuda" else "preprocess-speed.md"), text)
+        print(text)
+        print(f"written to {path}")
+        return
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         speed = speed_rows(work, str(device), plan)
@@ -206,7 +229,7 @@ def main() -> None:
         "them (51 kB per second of audio); mels (an STFT) are cheap but stored too, so training does no signal processing.",
         "",
     ])
-    path = write_result("preprocess.md", text)
+    path = write_result(args.out or "preprocess.md", text)
     print(text)
     print(f"written to {path}")
 

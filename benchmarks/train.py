@@ -31,7 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the synthetic prepared-data writer
 
-RESULTS = ROOT / "benchmarks" / "results" / "train.md"
+RESULTS = Path(os.environ.get("DIFFSVC_BENCH_RESULTS") or ROOT / "benchmarks" / "results")
+OOM_LIMIT_GIB = 6  # the OOM check caps this process's CUDA memory here, so the full batch cannot fit
 WARMUP = 2
 # On the CPU the full denoiser (20 x 384) takes many seconds a step; a reduced one keeps the run
 # short while the comparison (batching, padding, masking) stays the same.
@@ -43,7 +44,7 @@ LENGTHS = [172 + (i * 97) % 1550 for i in range(48)]  # 2 to 20 s of mel frames 
 
 def recipe_config(recipe: str, device: str) -> dict:
     values = dict(val_check_interval=10**6, num_valid_plots=0, log_interval=10**6, ds_workers=2)
-    if device == "cpu":
+    if device == "cpu" or os.environ.get("DIFFSVC_BENCH_TINY"):
         values.update(CPU_MODEL)
     if recipe == "original":
         values.update(crop_frames=0, loss_mask=False)
@@ -65,6 +66,14 @@ def run_one(recipe: str, device: str, steps: int, workdir: Path) -> dict:
     base = workdir / f"{recipe}-{device}.yaml"
     save_config(load_config(DEFAULT_CONFIG).replace(**recipe_config(recipe, device)), base)
     fixed = (CPU_ORIGINAL_BATCH if device == "cpu" else GPU_ORIGINAL_BATCH) if recipe == "original" else None
+    if recipe == "oom":  # every piece in one batch, in less memory than that needs: split and retried
+        fixed = len(LENGTHS)
+        if device != "cpu":
+            total = torch.cuda.get_device_properties(0).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, OOM_LIMIT_GIB * 2**30 / total))
+    free_before = None
+    if device != "cpu":
+        free_before = torch.cuda.mem_get_info(0)[0]
     options = TrainOptions(project=Project(workdir / "models" / f"{recipe}-{device}"), data_dir=data, base_config=base,
                            max_steps=steps, batch_size=fixed, device=device, progress=False,
                            precision="fp32" if recipe == "original" else "auto")
@@ -81,6 +90,9 @@ def run_one(recipe: str, device: str, steps: int, workdir: Path) -> dict:
         "padding": 1 - sum(r.real_frames for r in timed) / sum(r.padded_frames for r in timed),
         "peak_gib": peak / 2**30, "peak_kind": "RSS" if device == "cpu" else "allocated",
         "steps": len(timed),
+        "free_share": (result.peak_memory_bytes or 0) / free_before if free_before else None,
+        "free_gib": free_before / 2**30 if free_before else None,
+        "oom_messages": [m for m in messages if "out of memory" in m],
     }
 
 
@@ -94,18 +106,28 @@ def run_in_child(recipe: str, device: str, steps: int, workdir: Path) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| recipe | device | batch (items) | chosen by | mean items/step | steps/s | real frames/s | padding | peak memory |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| recipe | device | batch (items) | chosen by | mean items/step | steps/s | real frames/s | padding | "
+             "peak memory | share of free memory |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        share = "-" if r.get("free_share") is None else f"{r['free_share']:.0%} of {r['free_gib']:.1f} GiB"
         lines.append(f"| {r['recipe']} | {r['device']} | {r['batch']} | {r['how']} | {r['mean_items']:.1f} | "
                      f"{r['steps_per_s']:.2f} | {r['frames_per_s']:.0f} | {r['padding']:.0%} | "
-                     f"{r['peak_gib']:.2f} GiB {r['peak_kind']} |")
+                     f"{r['peak_gib']:.2f} GiB {r['peak_kind']} | {share} |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu-only", action="store_true")
+    parser.add_argument("--gpu-only", action="store_true", help="only the CUDA rows (benchmarks/gpu.sh)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per run (default 16 CPU, 30 GPU)")
+    parser.add_argument("--oom-check", action="store_true",
+                        help=f"also train every piece in one batch with CUDA memory capped at {OOM_LIMIT_GIB} GiB: "
+                             "the step must be split and retried, not fail")
+    parser.add_argument("--dry-run", action="store_true", help="the CPU in place of CUDA, a tiny model (a check "
+                        "that the GPU rows' code runs, not a measurement)")
+    parser.add_argument("--out", default=None, help="result file name (train.md; train-cuda.md with --gpu-only)")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -115,17 +137,32 @@ def main() -> None:
 
     import torch
 
-    devices = [("cpu", CPU_STEPS)]
-    if torch.cuda.is_available() and not args.cpu_only:
-        devices.append(("cuda", GPU_STEPS))
-    rows = []
+    devices = [] if args.gpu_only else [("cpu", args.steps or CPU_STEPS)]
+    if (torch.cuda.is_available() and not args.cpu_only) or args.gpu_only:
+        devices.append(("cpu" if args.dry_run else "cuda", args.steps or GPU_STEPS))
+    if args.dry_run:
+        os.environ["DIFFSVC_BENCH_TINY"] = "1"  # the children read it: the reduced model
+    rows, oom_rows = [], []
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for device, steps in devices:
             for recipe in ("original", "ours"):
                 rows.append(run_in_child(recipe, device, steps + WARMUP, Path(tmp)))
                 print(f"  {recipe} on {device}: {rows[-1]['steps_per_s']:.2f} steps/s", file=sys.stderr)
+        if args.oom_check:
+            device = devices[-1][0]
+            oom_rows.append(run_in_child("oom", device, WARMUP + 3, Path(tmp)))
+            print(f"  oom check on {device}: {oom_rows[-1]['oom_messages']}", file=sys.stderr)
     text = table(rows)
+    if oom_rows:
+        r = oom_rows[0]
+        said = "; ".join(r["oom_messages"]) or "(no out-of-memory: nothing was split)"
+        text += ("\n\n## Out of memory: split and retried\n\n"
+                 f"Every one of the {len(LENGTHS)} pieces in one batch (fixed), on {r['device']}"
+                 + (f" with this process's CUDA memory capped at {OOM_LIMIT_GIB} GiB" if "cpu" not in r["device"] else
+                    " (the CPU: a dry run, nothing is capped)")
+                 + f": {r['steps']} steps trained at {r['steps_per_s']:.2f} steps/s, peak {r['peak_gib']:.2f} GiB. "
+                 f"The trainer said: {said}\n")
     notes = [
         "",
         f"Data: {len(LENGTHS)} synthetic pieces of {min(LENGTHS)} to {max(LENGTHS)} mel frames (2 to 20 s). "
@@ -139,10 +176,13 @@ def main() -> None:
     ]
     print(text)
     print("\n".join(notes))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("# Training throughput: the original recipe against ours\n\n"
-                       "Made by `benchmarks/train.py`.\n\n" + text + "\n" + "\n".join(notes) + "\n", encoding="utf-8")
-    print(f"written to {RESULTS.relative_to(ROOT)}", file=sys.stderr)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / (args.out or ("train-cuda.md" if args.gpu_only and not args.dry_run else "train.md"))
+    if args.dry_run and not args.out:
+        path = RESULTS / "train-dry-run.md"
+    path.write_text("# Training throughput: the original recipe against ours\n\n"
+                    "Made by `benchmarks/train.py`.\n\n" + text + "\n" + "\n".join(notes) + "\n", encoding="utf-8")
+    print(f"written to {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":

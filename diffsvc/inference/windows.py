@@ -133,8 +133,9 @@ def estimated_bytes_per_frame(model) -> int:
     """Peak bytes per mel frame of one batch item while sampling: the activations the backbone
     reports alive at once (`activation_floats_per_frame`, conditioning included) plus the
     sampler's history of a few [M] tensors; float32, x2 for the allocator's slack. For DiffNet
-    that is 12 C + 2 H + 10 M floats; measured peaks of whole sampling runs on the CPU were
-    0.8-1.3x this (benchmarks/infer.py prints the ratio)."""
+    that is 12 C + 2 H + 10 M floats and 2 C per layer for the conditioner projections it keeps
+    over all steps; measured peaks of whole sampling runs on the CPU were 0.8-1.3x this before they
+    were kept (benchmarks/infer.py prints the ratio)."""
     floats = model.denoise_fn.activation_floats_per_frame() + 10 * model.n_mels
     return 2 * 4 * floats
 
@@ -154,10 +155,13 @@ def measured_bytes_per_frame(model, device: torch.device, probe_frames: int = 25
     x = torch.zeros(1, 1, m, probe_frames, device=device)
     cond = torch.zeros(1, hidden, probe_frames, device=device)
     t = torch.zeros(1, dtype=torch.long, device=device)
-    model.denoise_fn(x, t, cond, None)
+    # what sampling computes once and keeps for all steps (GaussianDiffusion.sample) is in the peak too
+    project = getattr(model.denoise_fn, "project_condition", None)
+    kept = {"cond_proj": project(cond)} if project is not None else {}
+    model.denoise_fn(x, t, cond, None, **kept)
     torch.cuda.synchronize(device)
     peak = torch.cuda.max_memory_allocated(device) - base
-    del x, cond
+    del x, cond, kept
     return int(1.5 * peak / probe_frames) + 4 * (6 * m + hidden)
 
 

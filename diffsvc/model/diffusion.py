@@ -194,8 +194,13 @@ class GaussianDiffusion(nn.Module):
             x = x * mask
         dn_mask = None if mask is None else mask[:, 0]
 
+        # what depends on the conditioning alone is computed once for all steps (when the
+        # denoiser offers it: DiffNet's per-layer conditioner projections)
+        project = getattr(self.denoise_fn, "project_condition", None)
+        extra = {"cond_proj": project(cond)} if project is not None else {}
+
         def denoise(x_: torch.Tensor, t_: torch.Tensor) -> torch.Tensor:
-            return self.eps_from(self.denoise_fn(x_, t_, cond, dn_mask), x_, t_)
+            return self.eps_from(self.denoise_fn(x_, t_, cond, dn_mask, **extra), x_, t_)
 
         x = sampler.sample(denoise, x, t_start, mask=mask, generator=generator, progress=progress)
         mel = self.denorm_spec(x[:, 0].transpose(1, 2))
