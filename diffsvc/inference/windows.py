@@ -40,7 +40,6 @@ MAX_BATCH = 16
 # 206 -> 206 us at 384 x 20; 11.2 -> 8.6 us at 64 x 10) and its items are padded to the longest:
 # one window at a time (benchmarks/pipeline.py).
 MAX_BATCH_CPU = 1
-WINDOW_MULTIPLE = 64  # windows are evened out in steps of this many frames (the denoiser's length bucket)
 MEMORY_SHARE = 0.5  # of the free memory, leaving room for the vocoder, the encoders and other programs
 DEFAULT_CONTEXT_FRAMES = 32
 DEFAULT_CROSSFADE_FRAMES = 16
@@ -78,7 +77,7 @@ def plan_windows(num_frames: int, plan: WindowPlan) -> list[Window]:
     if num_frames <= plan.window_frames:
         return [Window(0, num_frames, 0, num_frames)]
     windows = []
-    for start, end in balanced_spans(num_frames, plan.window_frames, plan.crossfade_frames, WINDOW_MULTIPLE):
+    for start, end in balanced_spans(num_frames, plan.window_frames, plan.crossfade_frames):
         lo, hi = max(0, start - plan.context_frames), min(num_frames, end + plan.context_frames)
         windows.append(Window(lo, hi, start, end))
     return windows
