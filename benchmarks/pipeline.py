@@ -12,8 +12,10 @@ Runs, all on the same song, model, encoders and start seed:
 - original way: PLMS 50 steps (speedup 20), one stretch at a time in one pass (no windows, batch
   1), the vocoder in one pass per stretch, the whole song in memory, no thread or inference-mode
   settings beyond torch's defaults (what the original's infer.py does);
-- ours: DDIM 20 (the default), DPM-Solver++ 10, and the distilled student when a student
-  checkpoint is given (`--student PATH`) and this checkout can sample one.
+- ours: DDIM 20 (the default), DPM-Solver++ 10, and the distilled student at 1 and 2 steps when
+  this checkout has the student sampler (`diffsvc distill`, --sampler consistency): from
+  `--student PATH`, or else the random-weight model sampled as a student (the same DiffNet, so the
+  same cost per step).
 
 The configurations are interleaved (A B C A B C ...) and each stage's median over the repeats is
 reported: on a shared machine, a burst of someone else's work then hits all configurations alike.
@@ -139,7 +141,7 @@ def run_once(root: Path, song: Path, device, run: dict, student: str | None) -> 
 
     start = time.perf_counter()
     conv, count = converter_for(root, device, run["settings"], original=run["original"],
-                                student=student if run.get("student") else None)
+                                student=student if run.get("student") and student else None)
     model_seconds = time.perf_counter() - start
     out = root / f"out_{run['key']}.wav"
     if run["original"]:  # the whole song in memory, written at the end
@@ -182,15 +184,15 @@ def old_planner_ratio(num_frames: int) -> float:
 
 
 def student_available(student: str | None) -> str:
-    """'' when a student row can run, else why not."""
-    if not student:
-        return "no student checkpoint given (--student PATH)"
-    if not Path(student).exists():
-        return f"{student} does not exist"
+    """'' when the student rows can run, else why not. Without --student the rows sample the
+    random-weight model with the student's sampler: a student is the same DiffNet (initialised
+    from its teacher), so its cost per step is the teacher's and only the step count differs."""
     from diffsvc.sampling import SAMPLERS
 
     if "consistency" not in SAMPLERS:
-        return "this checkout has no student sampler yet (diffsvc distill)"
+        return "this checkout has no student sampler yet (`diffsvc distill`, --sampler consistency)"
+    if student and not Path(student).exists():
+        return f"{student} does not exist"
     return ""
 
 
@@ -214,7 +216,8 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--repeats", type=int, default=2, help="interleaved rounds; the median is reported")
-    p.add_argument("--student", help="a student checkpoint from `diffsvc distill` (rows run when present)")
+    p.add_argument("--student", help="a student checkpoint from `diffsvc distill` (default: the random model "
+                                     "sampled as a student; the rows run when this checkout has the student sampler)")
     p.add_argument("--student-steps", type=int, nargs="*", default=[1, 2])
     p.add_argument("--tiny", action="store_true", help="tiny models, 3 s song: a check that the script runs")
     p.add_argument("--out", default=None, help="result file name under benchmarks/results/")
@@ -245,8 +248,9 @@ def main() -> None:
             for r in runs:
                 info = run_once(root, song, device, r, args.student)
                 results[r["key"]].append(info)
-                print(k, r["key"], json.dumps({s: round(info[s], 2) for s in STAGES}), info["plan"],
-                      info["calls"], info["frames"], file=sys.stderr, flush=True)
+                print("RUN", k, r["key"], json.dumps({s: round(info[s], 2) for s in STAGES}),
+                      "cpu", json.dumps({s: round(info["cpu_" + s], 2) for s in STAGES}), info["plan"],
+                      info["calls"], info["frames"], round(info["song_s"], 2), file=sys.stderr, flush=True)
     os.chdir(cwd)
     song_s = results[runs[0]["key"]][0]["song_s"]
     rows, totals, cpu_rows, cpu_totals = [], {}, [], {}
@@ -271,7 +275,10 @@ def main() -> None:
     per_call = frames["ddim20"] / frames["original"]
     size = ("tiny models (a check that the script runs, not a measurement)" if args.tiny else
             "DiffNet 384 x 20, HuBERT-soft (release size), NSF-HiFiGAN (release size, 512 channels); random weights")
-    student_line = (f"The student rows ran from {args.student}." if not why_no_student else
+    student_line = (f"The student rows ran from {args.student}." if not why_no_student and args.student else
+                    "The student rows sample the random-weight 384 x 20 model with the student's sampler "
+                    "(consistency): a student is the same DiffNet as its teacher, so a step costs the same; "
+                    "only the number of steps differs." if not why_no_student else
                     f"**Student: not measured in this run** ({why_no_student}); rerun with `--student PATH` once "
                     "`diffsvc distill` has made one.")
     text = "\n".join([
