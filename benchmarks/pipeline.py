@@ -86,12 +86,15 @@ class DenoiserCount:
     def __init__(self, module):
         self.calls = 0
         self.frames = 0
-        module.register_forward_hook(self._hook)
+        self.handle = module.register_forward_hook(self._hook)  # removed after the run (models are shared)
 
     def _hook(self, _module, inputs, _output):
         spec = inputs[0]
         self.calls += 1
         self.frames += int(spec.shape[0] * spec.shape[-1])
+
+
+_LOADED: dict = {}  # the model files are read once per checkpoint; every run gets a fresh converter
 
 
 def converter_for(root: Path, device, settings: dict, *, original: bool, student: str | None):
@@ -120,15 +123,19 @@ def converter_for(root: Path, device, settings: dict, *, original: bool, student
 
     os.chdir(root)
     path = Path(student) if student else choose_checkpoint(root / "models", "bench")
-    loaded = load_checkpoint(path, device)
-    c = loaded.config
-    vocoder = load_vocoder_for(c, device)
-    if original:  # the original vocodes each stretch in one pass
-        vocoder.window_frames = 10**9
-    conv = SongConverter(loaded, load_content_encoder_for(c, device), vocoder, device,
-                         InferenceSettings(f0_method="parselmouth", **settings))
+    if str(path) not in _LOADED:
+        start = time.perf_counter()
+        loaded = load_checkpoint(path, device)
+        c = loaded.config
+        vocoder = load_vocoder_for(c, device)
+        encoder = load_content_encoder_for(c, device)
+        _LOADED[str(path)] = (loaded, encoder, vocoder, vocoder.window_frames, time.perf_counter() - start)
+    loaded, encoder, vocoder, window, load_seconds = _LOADED[str(path)]
+    # the original vocodes each stretch in one pass; ours in windows
+    vocoder.window_frames = 10**9 if original else window
+    conv = SongConverter(loaded, encoder, vocoder, device, InferenceSettings(f0_method="parselmouth", **settings))
     conv.timer = CpuStageTimer(conv.device)
-    return conv, DenoiserCount(conv.model.denoise_fn)
+    return conv, DenoiserCount(conv.model.denoise_fn), load_seconds
 
 
 def run_once(root: Path, song: Path, device, run: dict, student: str | None) -> dict:
@@ -139,10 +146,8 @@ def run_once(root: Path, song: Path, device, run: dict, student: str | None) -> 
     from diffsvc.audio.spool import spool_audio
     from diffsvc.inference.output import audio_writer
 
-    start = time.perf_counter()
-    conv, count = converter_for(root, device, run["settings"], original=run["original"],
-                                student=student if run.get("student") and student else None)
-    model_seconds = time.perf_counter() - start
+    conv, count, model_seconds = converter_for(root, device, run["settings"], original=run["original"],
+                                               student=student if run.get("student") and student else None)
     out = root / f"out_{run['key']}.wav"
     if run["original"]:  # the whole song in memory, written at the end
         with conv.timer("load"):
@@ -157,10 +162,11 @@ def run_once(root: Path, song: Path, device, run: dict, student: str | None) -> 
             conv.convert_to(write, wav, conv.analyse(wav), seed=0)
     info = dict(conv.timer.seconds)
     info.update({f"cpu_{k}": v for k, v in conv.timer.cpu_seconds.items()})
-    info["models_s"] = model_seconds  # reading the model files: once per session, not per second of song
+    info["models_s"] = model_seconds  # reading the model files (the first run's; once per checkpoint)
     plan = conv._last_plan
     info["plan"] = f"{plan.window_frames} x {plan.batch_size}" if plan else "-"
     info["calls"], info["frames"] = count.calls, count.frames
+    count.handle.remove()
     info["song_s"] = len(wav) / SR
     if device.type == "cuda":
         info["peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
@@ -240,8 +246,8 @@ def main() -> None:
         root = Path(tmp)
         make_project(root, args.tiny)
         song = make_song(root / "song.wav", args.seconds)
-        warm = make_song(root / "warm.wav", min(args.seconds, 3.0))
-        for r in runs:  # untimed, on 3 s: first calls load libraries and build kernels (oneDNN, cuDNN)
+        warm = make_song(root / "warm.wav", min(args.seconds, 1.0))
+        for r in runs:  # untimed, on 1 s: first calls load libraries and build kernels (oneDNN, cuDNN)
             run_once(root, warm, device, r, args.student)
             print("warm-up", r["key"], file=sys.stderr, flush=True)
         for k in range(args.repeats):
@@ -285,7 +291,8 @@ def main() -> None:
         "# The whole pipeline, full size" + (" (tiny check)" if args.tiny else ""), "",
         f"Machine: {machine_line(device)}. Song: {song_s:g} s of synthetic singing (tests/audio_synth.py). "
         f"Models: {size}. f0: parselmouth in every run.", "",
-        "load: reading the song; models load s: reading the model files (seconds, once per run, not in the total). "
+        "load: reading the song; models load s: reading the model files (seconds, once per checkpoint, not in the "
+        "total). "
         f"Each configuration ran {args.repeats} times, interleaved (A B C, A B C, ...) after one untimed warm-up "
         "each; every figure is the median. " + ("The machine's cores were shared with other people's jobs while "
                                                  "this ran: the interleaving spreads their load over all rows alike, "
