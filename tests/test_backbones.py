@@ -101,9 +101,10 @@ def test_window_memory_comes_from_the_backbone():
         expected = 8 * (model.denoise_fn.activation_floats_per_frame() + 10 * model.n_mels)
         assert estimated_bytes_per_frame(model) == expected
     assert estimated_bytes_per_frame(wide) > estimated_bytes_per_frame(small)
-    # DiffNet keeps the count the window planner always used: 12 C + 2 H + 10 M floats, x 8 bytes
+    # DiffNet: the count the window planner always used, 12 C + 2 H + 10 M floats, plus the
+    # conditioner projections sampling keeps over all steps (2 C per layer), x 8 bytes
     dn = GaussianDiffusion.from_config(tiny_config())
-    assert estimated_bytes_per_frame(dn) == 8 * (12 * 8 + 2 * 256 + 10 * 128)
+    assert estimated_bytes_per_frame(dn) == 8 * (12 * 8 + 2 * 256 + 2 * 8 * 2 + 10 * 128)
 
 
 def test_use_pitch_embed_false_drops_the_pitch_term_and_its_weights():
