@@ -173,6 +173,48 @@ def run_once(root: Path, song: Path, device, run: dict, student: str | None) -> 
     return info
 
 
+def measure(args, runs: list[dict], device, results: dict[str, list[dict]]) -> None:
+    """Warm-up, then args.repeats interleaved rounds of every run; each run's figures are appended
+    to results[key] and printed as a RUN line (see results_from_log)."""
+    from infer import make_song
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        make_project(root, args.tiny)
+        song = make_song(root / "song.wav", args.seconds)
+        warm = make_song(root / "warm.wav", min(args.seconds, 1.0))
+        for r in runs:  # untimed, on 1 s: first calls load libraries and build kernels (oneDNN, cuDNN)
+            run_once(root, warm, device, r, args.student)
+            print("warm-up", r["key"], file=sys.stderr, flush=True)
+        for k in range(args.repeats):
+            for r in runs:
+                info = run_once(root, song, device, r, args.student)
+                results[r["key"]].append(info)
+                print("RUN", k, r["key"], json.dumps({s: round(info[s], 2) for s in STAGES}),
+                      "cpu", json.dumps({s: round(info["cpu_" + s], 2) for s in STAGES}), info["plan"],
+                      info["calls"], info["frames"], round(info["song_s"], 2), file=sys.stderr, flush=True)
+
+
+def results_from_log(path: Path, runs: list[dict]) -> dict[str, list[dict]]:
+    """The per-run figures printed as RUN lines: round, key, wall seconds per stage, 'cpu', CPU
+    seconds per stage, the window plan ('W x B'), denoiser calls and frames, song seconds."""
+    results: dict[str, list[dict]] = {r["key"]: [] for r in runs}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("RUN "):
+            continue
+        head, rest = line[4:].split(" ", 2)[:2], line[4:].split(" ", 2)[2]
+        wall_text, tail = rest.split(" cpu ", 1)
+        cpu_text, plan_and_counts = tail.split("} ", 1)
+        w, _x, b, calls, frames, song_s = plan_and_counts.split()
+        info = dict(json.loads(wall_text))
+        info.update({f"cpu_{k}": v for k, v in json.loads(cpu_text + "}").items()})
+        info.update(plan=f"{w} x {b}", calls=int(calls), frames=int(frames), song_s=float(song_s),
+                    models_s=float("nan"))
+        if head[1] in results:
+            results[head[1]].append(info)
+    return results
+
+
 def old_planner_ratio(num_frames: int) -> float:
     """Denoiser frames per call of the window planner as it was before benchmarks/pipeline.py
     (windows up to 1500 frames with 32 of context each side, unbalanced, batched up to 4 and
@@ -227,10 +269,11 @@ def main() -> None:
     p.add_argument("--student-steps", type=int, nargs="*", default=[1, 2])
     p.add_argument("--tiny", action="store_true", help="tiny models, 3 s song: a check that the script runs")
     p.add_argument("--out", default=None, help="result file name under benchmarks/results/")
+    p.add_argument("--note", default="", help="a paragraph added under the tables (what was unusual about this run)")
+    p.add_argument("--from-log", help="make the table from the RUN lines of an earlier run's log (stderr) instead "
+                                      "of measuring: for a run that had to be stopped before its last round")
     args = p.parse_args()
     import torch
-
-    from infer import make_song
 
     device = pick_device(args.device)
     if args.tiny:
@@ -242,23 +285,14 @@ def main() -> None:
         runs = [r for r in runs if not r.get("student")]
     results: dict[str, list[dict]] = {r["key"]: [] for r in runs}
     cwd = os.getcwd()
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        make_project(root, args.tiny)
-        song = make_song(root / "song.wav", args.seconds)
-        warm = make_song(root / "warm.wav", min(args.seconds, 1.0))
-        for r in runs:  # untimed, on 1 s: first calls load libraries and build kernels (oneDNN, cuDNN)
-            run_once(root, warm, device, r, args.student)
-            print("warm-up", r["key"], file=sys.stderr, flush=True)
-        for k in range(args.repeats):
-            for r in runs:
-                info = run_once(root, song, device, r, args.student)
-                results[r["key"]].append(info)
-                print("RUN", k, r["key"], json.dumps({s: round(info[s], 2) for s in STAGES}),
-                      "cpu", json.dumps({s: round(info["cpu_" + s], 2) for s in STAGES}), info["plan"],
-                      info["calls"], info["frames"], round(info["song_s"], 2), file=sys.stderr, flush=True)
+    if args.from_log:
+        results = results_from_log(Path(args.from_log), runs)
+        runs = [r for r in runs if results[r["key"]]]
+    else:
+        measure(args, runs, device, results)
     os.chdir(cwd)
     song_s = results[runs[0]["key"]][0]["song_s"]
+    done = sorted({len(results[r["key"]]) for r in runs})
     rows, totals, cpu_rows, cpu_totals = [], {}, [], {}
     for r in runs:
         infos = results[r["key"]]
@@ -293,10 +327,10 @@ def main() -> None:
         f"Models: {size}. f0: parselmouth in every run.", "",
         "load: reading the song; models load s: reading the model files (seconds, once per checkpoint, not in the "
         "total). "
-        f"Each configuration ran {args.repeats} times, interleaved (A B C, A B C, ...) after one untimed warm-up "
+        f"Each configuration ran {' or '.join(map(str, done))} time(s), interleaved (A B C, A B C, ...) after one untimed warm-up "
         "each; every figure is the median. " + ("The machine's cores were shared with other people's jobs while "
                                                  "this ran: the interleaving spreads their load over all rows alike, "
-                                                 "but single figures can be off by 10-20 %."
+                                                 "but single figures can be far off."
                                                  if device.type == "cpu" else ""), "",
         "## Real-time factor per stage (seconds of work per second of song; lower is faster)", "",
         markdown_table(["run"] + STAGES + ["total", "models load s", "denoiser calls", "denoiser frames", "windows (frames x batch)",
@@ -310,7 +344,7 @@ def main() -> None:
         f"changes (windows of at most 1500 frames, 4 per batch on the CPU, the last window shorter) would have "
         f"sampled this song at {old_planner_ratio(results['original'][0]['frames'] // max(1, results['original'][0]['calls'])):.3f}.", "",
         student_line, "",
-    ])
+    ] + ([args.note, ""] if args.note else []))
     name = args.out or ("pipeline-tiny.md" if args.tiny else
                         "pipeline-cuda.md" if device.type == "cuda" else "pipeline.md")
     path = write_result(name, text)
