@@ -73,10 +73,11 @@ def make_project(root: Path, tiny: bool) -> Path:
         nsf = RELEASE_NSF
         sizes = dict(residual_channels=384, residual_layers=20)
     torch.save({"module." + k: v for k, v in hubert.state_dict().items()}, models / "hubert-soft-0d54a1f4.pt")
-    save_vocoder(Generator.from_config(nsf), nsf, models / "nsf_hifigan")
     write_project(root, "bench", vocoder="nsf-hifigan", timesteps=1000, K_step=1000, sampler="ddim",
                   sampling_steps=20, content_encoder="hubert-soft", hubert_path=str(models / "hubert-soft-0d54a1f4.pt"),
                   **sizes)
+    # after write_project, which writes its own tiny vocoder to the same folder
+    save_vocoder(Generator.from_config(nsf), nsf, models / "nsf_hifigan")
     return root / "models" / "bench"
 
 
