@@ -317,7 +317,7 @@ def main() -> None:
     size = ("tiny models (a check that the script runs, not a measurement)" if args.tiny else
             "DiffNet 384 x 20, HuBERT-soft (release size), NSF-HiFiGAN (release size, 512 channels); random weights")
     student_line = (f"The student rows ran from {args.student}." if not why_no_student and args.student else
-                    "The student rows sample the random-weight 384 x 20 model with the student's sampler "
+                    "The student rows sample the random-weight model (the same size as the teacher rows) with the student's sampler "
                     "(consistency): a student is the same DiffNet as its teacher, so a step costs the same; "
                     "only the number of steps differs." if not why_no_student else
                     f"**Student: not measured in this run** ({why_no_student}); rerun with `--student PATH` once "
