@@ -20,6 +20,7 @@ import soundfile as sf
 
 import procs
 from audio_synth import synth_voice
+from cli_checks import one_error_line
 from diffsvc import fileio
 from diffsvc.audio.load import check_audio, iter_audio_blocks, load_audio, probe_audio
 from diffsvc.cli.main import main
@@ -46,14 +47,6 @@ def truncate(path: Path, keep: float = 0.5) -> Path:
     return path
 
 
-def one_error_line(rc: int, err: str, *needles: str) -> str:
-    assert rc != 0
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def no_files_left(folder: Path) -> None:

@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from audio_synth import synth_voice
+from cli_checks import one_error_line as _one_error_line
 from diffsvc.cli.main import main
 from diffsvc.inference.components import load_content_encoder_for
 from diffsvc.inference.f0_io import read_f0_csv, write_f0_csv
@@ -313,13 +314,6 @@ def test_f0_csv_round_trip(tmp_path):
 
 # --- user mistakes: one line, non-zero exit, no output ----------------------------------------
 
-def _one_error_line(rc, err, *needles):
-    assert rc != 0
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def _no_output(root: Path):

@@ -67,7 +67,7 @@ def find_student(models_dir: str | os.PathLike, project: str | None, steps: int 
     """The student checkpoint infer should convert with for `--sampler consistency`: `--ckpt` itself
     when it is a student, else the newest (or `--steps`) checkpoint of the student beside the named
     checkpoint or in models/NAME/student/. One clear error when there is none."""
-    from diffsvc.inference.project import CheckpointChoice, list_projects
+    from diffsvc.inference.project import CheckpointChoice, list_projects, pick_step
 
     if ckpt is not None:
         path = Path(ckpt)
@@ -93,12 +93,7 @@ def find_student(models_dir: str | os.PathLike, project: str | None, steps: int 
     if not found:
         raise DiffSvcError(f"--sampler consistency needs a distilled student, and {folder.parent} has none "
                            f"(no checkpoint in {folder}); make one with `diffsvc distill --project {name}`")
-    if steps is None:
-        steps = max(found)
-    elif steps not in found:
-        raise DiffSvcError(f"the student in {folder} has no checkpoint for step {steps}; "
-                           f"available steps: {', '.join(map(str, found))}")
-    return CheckpointChoice(found[steps], name, steps)
+    return pick_step(found, steps, name, f"the student in {folder}")
 
 
 def check_sampler_fits(config: Config, sampler: str | None, source: str) -> None:

@@ -58,12 +58,18 @@ def choose_checkpoint(models_dir: str | os.PathLike = "models", project: str | N
     if not checkpoints:
         known = f"projects here: {', '.join(projects)}" if projects else "no trained project there"
         raise DiffSvcError(f"{folder}: no checkpoints for project {project!r} ({known})")
+    return pick_step(checkpoints, steps, project, f"project {project!r}")
+
+
+def pick_step(checkpoints: dict[int, Path], steps: int | None, name: str, owner: str) -> CheckpointChoice:
+    """The checkpoint of `steps` (None: the newest) among `checkpoints` {step: path}, else one error
+    naming `owner` and the steps it has."""
     if steps is None:
         steps = max(checkpoints)
     elif steps not in checkpoints:
-        raise DiffSvcError(f"project {project!r} has no checkpoint for step {steps}; "
+        raise DiffSvcError(f"{owner} has no checkpoint for step {steps}; "
                            f"available steps: {', '.join(map(str, checkpoints))}")
-    return CheckpointChoice(checkpoints[steps], project, steps)
+    return CheckpointChoice(checkpoints[steps], name, steps)
 
 
 def check_supported(config: Config, source: str) -> None:
