@@ -80,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(module.run(args) or 0)
     except DiffSvcError as e:
         print(f"diffsvc {args.command}: error: {e}", file=sys.stderr)
+        if getattr(e, "exit_now", False):  # e.g. a lost training peer (training/distributed.py)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(2)
         return 2
     except KeyboardInterrupt:
         print(f"diffsvc {args.command}: interrupted", file=sys.stderr)

@@ -53,6 +53,11 @@ _NOT_A_PEER = tuple(e for e in (getattr(torch, "OutOfMemoryError", None), getatt
 class PeerLostError(DiffSvcError):
     """A collective failed or timed out: another process is gone or stuck."""
 
+    #: the CLI ends the process at once after the line: the backend's threads still wait on the lost
+    #: peer, and a normal interpreter exit can abort in their destructors (gloo: "terminate called
+    #: without an active exception", exit -6 instead of 2)
+    exit_now = True
+
 
 @contextlib.contextmanager
 def peer_timeout(seconds: float) -> Iterator[None]:
