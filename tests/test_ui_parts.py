@@ -161,3 +161,47 @@ def test_the_page_asks_eval_for_what_its_fields_say(tmp_path):
     argv = eval_command(tmp_path / "models", "singer", tmp_path / "raw", False, None, 4, "auto")
     args = _parser_with_arguments(argv).parse_args(argv)
     assert (args.all_steps, args.max_pieces, args.sampling_steps, args.device, args.songs) == (False, 8, 4, "auto", [])
+
+
+def test_a_multi_singer_project_gets_its_singers_and_the_command_carries_speaker(tmp_path, monkeypatch, capsys):
+    """The Convert tab reads the singer table from the project and passes the choice (or the blend)
+    to `diffsvc infer --speaker`; a bad choice is infer's own line, before any job starts."""
+    import soundfile as sf
+
+    from audio_synth import synth_voice
+    from diffsvc.cli.main import main
+    from diffsvc.ui.app import UiContext, check_settings, infer_command, singer_choices
+    from infer_fixture import write_project
+
+    monkeypatch.chdir(tmp_path)
+    write_project(tmp_path, "duo", steps=(1000,), speakers=["alto", "tenor"])
+    write_project(tmp_path, "solo", steps=(1000,))
+    ctx = UiContext(tmp_path / "models", tmp_path / "state")
+    assert singer_choices(ctx, "duo") == ["alto", "tenor"]
+    assert singer_choices(ctx, "solo") == [] and singer_choices(ctx, None) == []
+
+    def command(project, singer=None, blend=None):
+        settings = check_settings(ctx, project, None, "0", 0, 0, singer, blend)
+        settings.update(format="wav", device="cpu")
+        return settings, infer_command(ctx, tmp_path / "song.wav", tmp_path / "out.wav", settings)
+
+    _, argv = command("duo", "tenor")
+    assert argv[argv.index("--speaker") + 1] == "tenor"
+    settings, argv = command("duo", "tenor", " alto:0.7,tenor:0.3 ")  # a typed blend wins over the dropdown
+    assert argv[argv.index("--speaker") + 1] == "alto:0.7,tenor:0.3" and settings["singer_label"] == "alto70-tenor30"
+    _, argv = command("solo", "tenor", "alto:1")  # hidden fields of a previous project are not sent
+    assert "--speaker" not in argv
+
+    # errors: the same line infer itself prints (its parse_speaker), checked before any job starts
+    for blend, message in (("bass:1", "no singer named 'bass'"), ("alto:lots", "weight of 'alto' must be a number")):
+        with pytest.raises(DiffSvcError, match=message) as caught:
+            command("duo", "alto", blend)
+        bad = {"project": "duo", "step": 1000, "key": "0", "format": "wav", "speaker": blend}
+        sf.write(tmp_path / "song.wav", synth_voice(0.3, 44100, f0=220.0, seed=3)[0], 44100)
+        assert main(infer_command(ctx, tmp_path / "song.wav", tmp_path / "bad.wav", bad)) != 0
+        assert capsys.readouterr().err.strip().splitlines()[-1] == f"diffsvc infer: error: {caught.value}"
+
+    # the real command accepts what the page builds and converts as the chosen singer
+    _, argv = command("duo", "alto")
+    assert main(argv + ["--quiet"]) == 0, capsys.readouterr().err
+    assert sf.info(tmp_path / "out.wav").duration == pytest.approx(0.3, abs=0.02)

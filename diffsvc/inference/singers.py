@@ -17,9 +17,15 @@ from diffsvc.model.speakers import SpeakerChoice, blended_median_hz
 
 def singers_beside(checkpoint: Path) -> list[str]:
     """The singer table in the config.yaml beside `checkpoint` ([] when it has none or is absent)."""
+    return project_singers(Path(checkpoint).parent)
+
+
+def project_singers(project_dir: str | Path) -> list[str]:
+    """The singer table (row order) in a project folder's config.yaml ([] for a one-singer project,
+    or when config.yaml is absent or unreadable: loading the checkpoint reports that properly)."""
     from diffsvc.config import load_config
 
-    path = Path(checkpoint).parent / "config.yaml"
+    path = Path(project_dir) / "config.yaml"
     if not path.is_file():
         return []
     try:

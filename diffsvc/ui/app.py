@@ -130,6 +130,13 @@ def step_choices(ctx: UiContext, project: str | None) -> list[str]:
     return [str(s) for s in sorted(find_checkpoints(ctx.models_dir / project), reverse=True)]
 
 
+def singer_choices(ctx: UiContext, project: str | None) -> list[str]:
+    """The project's singers (its config.yaml's table, row order); [] for a one-singer project."""
+    from diffsvc.inference.singers import project_singers
+
+    return project_singers(ctx.models_dir / project) if project else []
+
+
 def project_config(ctx: UiContext, project: str):
     from diffsvc.config import load_config
 
@@ -155,17 +162,29 @@ def infer_command(ctx: UiContext, song: Path, out: Path, settings: dict, f0_in: 
         argv += ["--shallow", str(int(settings["shallow"]))]
     if settings.get("device") not in (None, "", "auto"):
         argv += ["--device", settings["device"]]
-    # Singer / blend: a multi-singer project would add its `diffsvc infer` option here
-    # (e.g. ["--singer", settings["singer"]]) from a dropdown next to the checkpoint's.
+    if settings.get("speaker"):
+        argv += ["--speaker", settings["speaker"]]
     if f0_in is not None:
         argv += ["--f0-in", str(f0_in)]
     return argv
 
 
-def check_settings(ctx: UiContext, project: str | None, step: str | None, key: str, sampling_steps, shallow) -> dict:
-    """Everything cheap to check before a job starts (the command checks again)."""
+def speaker_text(singers: list[str], singer: str | None, blend: str | None) -> str | None:
+    """What the page passes as `diffsvc infer --speaker`: the blend when one is typed, else the
+    chosen singer; None for a one-singer project (infer refuses --speaker there)."""
+    if len(singers) < 2:
+        return None
+    blend = (blend or "").strip()
+    return blend or (singer or None)
+
+
+def check_settings(ctx: UiContext, project: str | None, step: str | None, key: str, sampling_steps, shallow,
+                   singer: str | None = None, blend: str | None = None) -> dict:
+    """Everything cheap to check before a job starts (the command checks again). A multi-singer
+    project's singer or blend is checked by infer's own parse_speaker (its one line)."""
     from diffsvc.inference.keyshift import parse_key
     from diffsvc.inference.project import choose_checkpoint
+    from diffsvc.model.speakers import parse_speaker
 
     if not project:
         projects = project_choices(ctx)
@@ -177,7 +196,18 @@ def check_settings(ctx: UiContext, project: str | None, step: str | None, key: s
     for name, value in (("sampling steps", sampling_steps), ("shallow start", shallow)):
         if value not in (None, "") and int(value) < 0:
             raise DiffSvcError(f"{name} must be 0 (the default) or more, got {value}")
-    return {"project": project, "step": choice.step, "key": str(key).strip() or "0"}
+    singers = singer_choices(ctx, project)
+    speaker = speaker_text(singers, singer, blend)
+    chosen = parse_speaker(speaker, singers)
+    return {"project": project, "step": choice.step, "key": str(key).strip() or "0", "speaker": speaker,
+            "singer_label": chosen.label if chosen is not None else ""}
+
+
+def blend_example(singers: list[str]) -> str:
+    """The blend box's hint, in `--speaker`'s syntax, with the project's own singer names."""
+    if len(singers) < 2:
+        return ""
+    return f"e.g. {singers[0]}:0.7,{singers[1]}:0.3"
 
 
 def start_conversion(ctx: UiContext, songs: list[Path], settings: dict, f0_in: dict | None = None,
@@ -195,7 +225,8 @@ def start_conversion(ctx: UiContext, songs: list[Path], settings: dict, f0_in: d
         if target.exists():
             target = folder / "in" / f"{i}_{name}"
         shutil.copyfile(song, target)
-        out = folder / "out" / f"{target.stem}_{settings['project']}_steps_{settings['step']}.{settings['format']}"
+        tag = "_".join(filter(None, (settings["project"], settings.get("singer_label"))))  # as infer names it
+        out = folder / "out" / f"{target.stem}_{tag}_steps_{settings['step']}.{settings['format']}"
         edited = (f0_in or {}).get(str(song))
         commands.append(infer_command(ctx, target, out, settings, Path(edited) if edited else None))
         outputs.append({"song": name, "input": str(target), "output": str(out)})
@@ -405,8 +436,13 @@ def build(ctx: UiContext):
                         step = gr.Dropdown(steps, value=steps[0] if steps else None, label="Checkpoint (step)",
                                            elem_id="step")
                         refresh = gr.Button("Refresh", size="sm", scale=0)
-                    # Singer / blend: a multi-singer project gets its singer (or blend) dropdown here;
-                    # its value goes to infer_command's settings["singer"].
+                    singers = singer_choices(ctx, first)
+                    with gr.Row():
+                        singer = gr.Dropdown(singers, value=singers[0] if singers else None, label="Singer",
+                                             elem_id="singer", visible=len(singers) > 1)
+                        blend = gr.Textbox("", label="Blend (optional, overrides the singer)",
+                                           placeholder=blend_example(singers), elem_id="blend",
+                                           visible=len(singers) > 1)
                     with gr.Row():
                         key = gr.Textbox("0", label="Key (semitones, or auto)", elem_id="key")
                         f0_method = gr.Dropdown([DEFAULT, *F0_METHODS], value=DEFAULT, label="f0 method")
@@ -542,9 +578,9 @@ def build(ctx: UiContext):
                     plot, gr.update(choices=labels, value=labels[0] if labels else None))
 
         @friendly(8)
-        def do_convert(files, project_v, step_v, key_v, f0_v, sampler_v, steps_v, shallow_v, fmt_v, device_v,
-                       progress=gr.Progress()):
-            settings = check_settings(ctx, project_v, step_v, key_v, steps_v, shallow_v)
+        def do_convert(files, project_v, step_v, singer_v, blend_v, key_v, f0_v, sampler_v, steps_v, shallow_v, fmt_v,
+                       device_v, progress=gr.Progress()):
+            settings = check_settings(ctx, project_v, step_v, key_v, steps_v, shallow_v, singer_v, blend_v)
             settings.update(f0_method=f0_v, sampler=sampler_v, sampling_steps=int(steps_v or 0),
                             shallow=int(shallow_v or 0), format=fmt_v, device=device_v)
             paths = [Path(f if isinstance(f, str) else f.name) for f in (files or [])]
@@ -552,22 +588,29 @@ def build(ctx: UiContext):
             _wait(job, progress)
             return (_state_line(ctx, job),) + results_outputs(job, conversion_results(job))
 
-        convert.click(do_convert, [songs, project, step, key, f0_method, sampler, sampling_steps, shallow, fmt,
+        convert.click(do_convert, [songs, project, step, singer, blend, key, f0_method, sampler, sampling_steps, shallow, fmt,
                                    device],
                       [convert_status, results_state, settings_state, result_pick, result_audio, result_files,
                        result_plot, pitch_pick])
         result_pick.change(show_result, [results_state, result_pick], [result_audio, result_plot])
+
+        def singer_view(project_v):
+            """The singer dropdown and blend box: shown with the project's singers, hidden for one singer."""
+            names = singer_choices(ctx, project_v)
+            several = len(names) > 1
+            return (gr.update(choices=names, value=names[0] if names else None, visible=several),
+                    gr.update(value="", placeholder=blend_example(names), visible=several))
 
         def do_refresh(project_v):
             names = project_choices(ctx)
             current = project_v if project_v in names else (names[0] if names else None)
             steps_now = step_choices(ctx, current)
             return (gr.update(choices=names, value=current),
-                    gr.update(choices=steps_now, value=steps_now[0] if steps_now else None))
+                    gr.update(choices=steps_now, value=steps_now[0] if steps_now else None)) + singer_view(current)
 
-        refresh.click(do_refresh, [project], [project, step])
-        project.change(lambda p: gr.update(choices=step_choices(ctx, p), value=(step_choices(ctx, p) or [None])[0]),
-                       [project], [step])
+        refresh.click(do_refresh, [project], [project, step, singer, blend])
+        project.change(lambda p: (gr.update(choices=step_choices(ctx, p), value=(step_choices(ctx, p) or [None])[0]),)
+                       + singer_view(p), [project], [step, singer, blend])
 
         # ------------------------------------------------------------ pitch handlers
         def _item(results, label):
