@@ -31,6 +31,7 @@ import yaml
 from audio_synth import synth_voice
 from procs import started
 from test_end_to_end import TINY
+from infer_fixture import write_project
 from ui_fixture import write_f0_project
 
 CHROMIUM = os.environ.get("DIFFSVC_CHROMIUM", "/usr/bin/chromium")
@@ -67,6 +68,7 @@ def _kill_group(pid: int) -> None:
 def workspace(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("ui") / "my project"
     write_f0_project(root, "singer", f0_extractor="parselmouth")
+    write_project(root, "zduo", speakers=["alto", "tenor"])  # multi-singer; listed after "singer"
     wav, _ = synth_voice(3.0, SR, f0=200.0, seed=3, consonants=False)
     (root / "songs").mkdir()
     sf.write(root / "songs" / "phrase.wav", wav, SR)
@@ -315,3 +317,40 @@ def test_evaluate_the_checkpoints(page, workspace):
     page.locator("#eval-table").scroll_into_view_if_needed()
     shot(page, "08-evaluated")
     assert page.outside_requests == [], f"the page fetched from elsewhere: {page.outside_requests}"
+
+
+def test_a_multi_singer_project_offers_its_singers_and_a_blend(page, workspace):
+    """Last (it changes the project): the singer picker shows only for a multi-singer project, a bad
+    blend is infer's own line, and a blend reaches `diffsvc infer --speaker` (the output names it)."""
+    def choose(field, value):
+        page.locator(f"{field} input").click()
+        page.get_by_role("option", name=value, exact=True).click()
+
+    page.get_by_role("tab", name="Convert").click()
+    assert not page.locator("#singer").is_visible() and not page.locator("#blend").is_visible()
+    choose("#project", "zduo")
+    page.locator("#singer").wait_for()
+    assert page.locator("#singer input").input_value() == "alto"
+    page.locator("#singer input").click()
+    assert [o.split()[-1] for o in page.get_by_role("option").all_inner_texts()] == ["alto", "tenor"]  # ✓ marks one
+    page.get_by_role("option", name="tenor", exact=True).click()
+    clear = page.locator("#songs button[aria-label='Clear']")
+    if clear.count():
+        clear.first.click()
+    upload(page, "#songs", workspace / "songs" / "phrase.wav")
+    blend = page.locator("#blend").get_by_role("textbox")
+    blend.fill("alto:lots")
+    page.locator("#convert-button").click()
+    error = page.locator("#convert-status .diffsvc-error")
+    error.get_by_text("weight of 'alto' must be a number").wait_for(timeout=LONG)
+    assert len(error.inner_text().splitlines()) == 1 and "singers: alto, tenor" in error.inner_text()
+    blend.fill("alto:0.7,tenor:0.3")
+    page.locator("#convert-button").click()
+    page.locator("#convert-status").get_by_text("done").wait_for(timeout=LONG)
+    out = newest_output(workspace)
+    assert out.name == "phrase_zduo_alto70-tenor30_steps_1000.wav"
+    assert sf.info(out).frames == sf.info(workspace / "songs" / "phrase.wav").frames
+    shot(page, "09-singers")
+    choose("#project", "singer")
+    page.locator("#singer").wait_for(state="hidden")
+    assert not page.locator("#blend").is_visible()
