@@ -588,8 +588,8 @@ def build(ctx: UiContext):
             _wait(job, progress)
             return (_state_line(ctx, job),) + results_outputs(job, conversion_results(job))
 
-        convert.click(do_convert, [songs, project, step, singer, blend, key, f0_method, sampler, sampling_steps, shallow, fmt,
-                                   device],
+        convert.click(do_convert, [songs, project, step, singer, blend, key, f0_method, sampler, sampling_steps,
+                                   shallow, fmt, device],
                       [convert_status, results_state, settings_state, result_pick, result_audio, result_files,
                        result_plot, pitch_pick])
         result_pick.change(show_result, [results_state, result_pick], [result_audio, result_plot])
