@@ -402,6 +402,18 @@ def test_a_folder_with_bad_inputs_converts_the_good_ones_and_reruns(work, capsys
     assert all(p.stat().st_mtime_ns != before[p.name] for p in out.iterdir() if p.name in before)
 
 
+def test_a_folder_converted_into_itself_and_run_again_leaves_its_outputs_out(work, capsys):
+    songs = work / "songs"
+    song(songs / "a.wav", seed=1)
+    rc, err = infer(capsys, "songs", "--out", "songs")
+    assert rc == 0, err
+    assert sorted(p.name for p in songs.iterdir()) == ["a.wav", "a_singer_steps_1000.wav"]
+    rc, err = infer(capsys, "songs", "--out", "songs")  # before: the output was converted as a new song
+    assert rc == 0, err
+    assert "songs/a_singer_steps_1000.wav: left out: it is the output of songs/a.wav" in err
+    assert sorted(p.name for p in songs.iterdir()) == ["a.wav", "a_singer_steps_1000.wav"]
+
+
 def test_a_folder_of_only_bad_inputs_loads_no_model(work, capsys, models_never_load):
     songs = work / "songs"
     (songs).mkdir()

@@ -188,6 +188,10 @@ def run(args: argparse.Namespace) -> int:
     if args.sampler == "consistency":
         tag = tag.replace(f"{choice.project}_", f"{choice.project}_student_", 1)
     outputs, problems = output_paths(songs, args.out, args.format, tag)
+    kept = _without_earlier_outputs(songs, outputs)
+    if len(kept) < len(songs):  # plan again without them (they are no inputs to protect either)
+        songs = kept
+        outputs, problems = output_paths(songs, args.out, args.format, tag)
     if len(songs) == 1 and not Path(args.inputs[0]).is_dir():  # one named song: its output is what was asked
         if songs[0] in problems:
             raise DiffSvcError(problems[songs[0]])
@@ -208,6 +212,20 @@ def run(args: argparse.Namespace) -> int:
     rc = _convert_all(args, [s for s, _ in pairs], [o for _, o in pairs], choice, device, key, singer_median,
                       auto_key_choice, problems)
     return _report_failures(problems, len(songs), converted=sum(s not in problems for s, _ in pairs)) if problems else rc
+
+
+def _without_earlier_outputs(songs: list[Path], outputs: list[Path]) -> list[Path]:
+    """Leave out every input that is another input's output (a folder converted with --out into
+    itself, run again): it is an earlier result of this model, not a song; each is named once."""
+    made_from = {os.path.abspath(o): s for s, o in zip(songs, outputs)}
+    keep = []
+    for song in songs:
+        source = made_from.get(os.path.abspath(song))
+        if source is not None and source != song:
+            print(f"{song}: left out: it is the output of {source} (an earlier run of this model)", file=sys.stderr)
+        else:
+            keep.append(song)
+    return keep
 
 
 def _check_inputs(songs: list[Path], problems: dict[Path, str]) -> None:
