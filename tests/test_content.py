@@ -613,3 +613,31 @@ def test_contentvec_encoder_needs_enough_layers():
         model = Hubert(num_layers=4, **TINY)
     with pytest.raises(ValueError, match="output_layer 9"):
         contentvec_encoder(model)
+
+
+def test_standin_removes_a_voices_fixed_colouring_but_keeps_what_changes():
+    """Cepstral mean normalisation: a fixed filter (a brighter or darker voice, a different
+    microphone) adds the same offset to every frame's cepstrum, and the stand-in subtracts the
+    mean over the loud frames, so the units barely move; a change of content still moves them.
+    Without the normalisation the brightened copy moves the units as much as other content does."""
+    import scipy.signal
+
+    standin = StandinContentEncoder()
+    wav = speechlike(3.0, 16000)
+    brighter = scipy.signal.lfilter([1.0, -0.9], [1.0], wav).astype(np.float32)  # pre-emphasis: +tilt
+    other = speechlike(3.0, 16000, seed=9)[::-1].copy()
+    units, units_bright, units_other = (standin.encode(w, 16000)[:, :24] for w in (wav, brighter, other))
+    colour_change = (units_bright - units).abs().mean()
+    content_change = (units_other - units).abs().mean()
+    assert colour_change < 0.25 * content_change
+    loud = units.abs().sum(1) > 0  # the mean over the loud frames is zero
+    assert units[loud].mean(0).abs().max() < 0.2 * units[loud].std()
+
+
+def test_standin_revision_is_part_of_the_units_cache_key():
+    from diffsvc.data.preprocess import units_key
+
+    before = {"encoder": "stand-in", "is_standin": True}
+    assert units_key("abc", before) != units_key("abc", {**before, "revision": StandinContentEncoder.revision})
+    assert units_key("abc", {"encoder": "hubert-soft", "is_standin": False}) == units_key(
+        "abc", {"encoder": "hubert-soft", "is_standin": False, "revision": None})  # others' caches stay valid

@@ -161,7 +161,8 @@ def test_split_and_stats(first_run):
     voiced = np.concatenate([f[f > 0] for f in (data.load(p)["f0"] for p in train)])
     assert data.stats["f0_median_hz"] == pytest.approx(float(np.median(voiced)))
     manifest = data.manifest
-    assert manifest.f0["extractor"] == "parselmouth" and manifest.content == {"encoder": "stand-in", "is_standin": True}
+    assert manifest.f0["extractor"] == "parselmouth" and manifest.content == {"encoder": "stand-in", "is_standin": True,
+                                                                            "revision": StandinContentEncoder.revision}
     assert manifest.mel["hop_size"] == 512 and manifest.mel["n_mels"] == 128
     # what training reads
     dataset = PieceDataset(data, "train")

@@ -115,7 +115,10 @@ def f0_key(audio_hash: str, frames: int, f0_settings: dict) -> str:
 
 
 def units_key(audio_hash: str, content: dict) -> str:
-    return settings_hash({"audio": audio_hash, "encoder": content["encoder"], "is_standin": content["is_standin"]})
+    key = {"audio": audio_hash, "encoder": content["encoder"], "is_standin": content["is_standin"]}
+    if content.get("revision"):  # an encoder whose features changed: units cached before are recomputed
+        key["revision"] = content["revision"]
+    return settings_hash(key)
 
 
 def default_valid_count(n_pieces: int) -> int:
@@ -320,9 +323,10 @@ def preprocess(raw_dir: str | os.PathLike, config, options: PreprocessOptions | 
     if f0_extractor is None:
         f0_extractor = make_f0_extractor(method, config.audio_sample_rate, config.hop_size, config.f0_min,
                                          config.f0_max, options.device, config.crepe_threshold)
-    content = {"encoder": choice, "is_standin": bool(getattr(CONTENT_ENCODERS.get(choice), "is_standin", False))
-               if content_encoder is None
-               else bool(content_encoder.is_standin)}
+    made_by = CONTENT_ENCODERS.get(choice) if content_encoder is None else content_encoder
+    content = {"encoder": choice, "is_standin": bool(getattr(made_by, "is_standin", False))}
+    if getattr(made_by, "revision", None):
+        content["revision"] = made_by.revision
     if content_encoder is None:
         check_content_weights(choice, config)
 

@@ -97,6 +97,7 @@ class ContentEncoder(ABC):
     dim: int = 256
     frame_rate: float = 50.0
     is_standin: bool = False
+    revision: int | None = None  # bumped when an encoder's features change (cached units are recomputed)
 
     def __init__(self, *, res_type: str = "soxr_hq", legacy_22050: bool = False):
         self.res_type = res_type

@@ -35,6 +35,20 @@ N_MELS = 129  # 129 bands -> 129 MFCCs -> 128 after dropping the level coefficie
 LOG_FLOOR = 1e-8
 N_COEFFS = 24  # envelope only: higher quefrencies hold the harmonics (pitch) of f0 above ~100 Hz
 SCALE = 0.1  # MFCCs of natural-log mel power are O(10): bring them to O(1)
+LOUD_RANGE = np.log(1e4)  # frames within 40 dB of the loudest count towards the cepstral mean
+MIN_LOUD_FRAMES = 25  # half a second of 20 ms frames
+
+
+def cepstral_mean(mfcc: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """[N_COEFFS]: the mean of `mfcc` [T, N_COEFFS] over the frames whose `level` [T] (mean log
+    mel power, natural log) lies within LOUD_RANGE of the loudest frame's; zeros when there are
+    fewer than MIN_LOUD_FRAMES of them (too little audio to estimate a voice's average)."""
+    if mfcc.shape[0] == 0:
+        return np.zeros(mfcc.shape[1], dtype=mfcc.dtype)
+    loud = level >= level.max() - LOUD_RANGE
+    if loud.sum() < MIN_LOUD_FRAMES:
+        return np.zeros(mfcc.shape[1], dtype=mfcc.dtype)
+    return mfcc[loud].mean(axis=0)
 
 
 class StandinContentEncoder(ContentEncoder):
@@ -42,6 +56,7 @@ class StandinContentEncoder(ContentEncoder):
     dim = 256
     frame_rate = SAMPLE_RATE / HOP
     is_standin = True
+    revision = 2  # 2: cepstral mean normalisation
 
     def __init__(self, *, res_type: str = "soxr_hq", **_ignored):
         # window_frames, context_frames, legacy_22050: HuBERT options that mean nothing here
@@ -61,6 +76,7 @@ class StandinContentEncoder(ContentEncoder):
         spectrum = np.abs(np.fft.rfft(frames * self._window, n=N_FFT, axis=1)) ** 2  # [T, 513]
         log_mel = np.log(spectrum @ self._mel_basis.T + LOG_FLOOR)  # [T, 129]
         mfcc = scipy.fft.dct(log_mel, type=2, norm="ortho", axis=1)[:, 1:N_COEFFS + 1] * SCALE  # drop level
+        mfcc = mfcc - cepstral_mean(mfcc, log_mel.mean(axis=1))
         delta = np.gradient(mfcc, axis=0) if mfcc.shape[0] > 1 else np.zeros_like(mfcc)
         units = np.zeros((mfcc.shape[0], self.dim), dtype=np.float32)
         units[:, :N_COEFFS] = mfcc
