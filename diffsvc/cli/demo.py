@@ -109,26 +109,48 @@ def measure_roughness(input_wav: Path, output_wav: Path) -> dict:
     return {"input": rough["input"], "output": rough["output"], "ratio": rough["output"] / rough["input"]}
 
 
-def measure_timbre(output_wav: Path, references: dict[str, list[Path]]) -> dict[str, float]:
-    """{singer: distance}: the RMS difference (in dB) between the shape of the output's average mel
-    spectrum and each singer's (their training songs), over frames louder than 40 dB below the
-    loudest, each spectrum's mean level removed (loudness is not timbre). A conversion to a singer
-    should lie closer to that singer than to the other; a blunt timbre check for when
-    `diffsvc eval`'s speaker similarity is not available."""
+def spectrum_shape(paths: list[Path]) -> np.ndarray:
+    """[128] the shape of the average log mel spectrum (dB) of the files' frames louder than 40 dB
+    below the loudest, its mean level removed (loudness is not timbre)."""
     from diffsvc.audio.load import load_audio
     from diffsvc.audio.mel import MelExtractor
     from diffsvc.config import Config
 
     mel = MelExtractor.from_config(Config())
+    frames = np.concatenate([mel.numpy(load_audio(p)) for p in paths])
+    loud = frames.max(axis=1) > frames.max() - 2.0  # log10 units: 40 dB
+    spectrum = 20 * frames[loud].mean(axis=0)
+    return spectrum - spectrum.mean()
 
-    def envelope(paths: list[Path]) -> np.ndarray:
-        frames = np.concatenate([mel.numpy(load_audio(p)) for p in paths])
-        loud = frames.max(axis=1) > frames.max() - 2.0  # log10 units: 40 dB
-        spectrum = 20 * frames[loud].mean(axis=0)
-        return spectrum - spectrum.mean()
 
-    out = envelope([output_wav])
-    return {name: float(np.sqrt(np.mean((out - envelope(paths)) ** 2))) for name, paths in references.items()}
+def measure_timbre(outputs: dict[str, Path], references: dict[str, list[Path]]) -> dict[str, dict]:
+    """A blunt timbre check for when `diffsvc eval`'s speaker similarity is not available, per
+    conversion {singer: {...}}:
+    - "distance_db" {singer: RMS difference (dB) between the spectrum shape of the output and that
+      singer's training songs};
+    - "position" {other: where the output's shape lies on the line from `other`'s shape (0) to its
+      own singer's (1), by projection}; "toward_own_singer": on every such line it lies further
+      towards its own singer than the conversion to `other` does. The distances also count what
+      the model does to every voice alike (a darker or noisier output moves away from both
+      singers); the position compares the two conversions of one phrase along the one direction
+      in which the singers differ."""
+    shapes = {name: spectrum_shape(paths) for name, paths in references.items()}
+    outs = {name: spectrum_shape([path]) for name, path in outputs.items()}
+
+    def position(shape, start, end):
+        axis = shapes[end] - shapes[start]
+        return float((shape - shapes[start]) @ axis / (axis @ axis))
+
+    result = {}
+    for name, out in outs.items():
+        others = [o for o in outs if o != name]
+        pos = {o: position(out, o, name) for o in others}
+        result[name] = {
+            "distance_db": {ref: float(np.sqrt(np.mean((out - shape) ** 2))) for ref, shape in shapes.items()},
+            "position": pos,
+            "toward_own_singer": all(pos[o] > position(outs[o], o, name) for o in others),
+        }
+    return result
 
 
 def measure_speaker(output_wav: Path, references: dict[str, list[Path]]) -> dict[str, float] | None:
@@ -207,13 +229,16 @@ def run(args: argparse.Namespace) -> int:
 
     _stage(report, "infer", infer_each)
     conversions = {}
+    timbres = measure_timbre(outputs, corpus)
     for name, output in outputs.items():
-        timbre = measure_timbre(output, corpus)
-        others = [d for other, d in timbre.items() if other != name]
+        timbre = timbres[name]["distance_db"]
         similarity = measure_speaker(output, corpus)
         conversions[name] = {"output": str(output), "melody": measure_melody(phrase, output, KEY),
                              "roughness": measure_roughness(phrase, output),
-                             "timbre_distance_db": timbre, "closer_to_own_singer": all(timbre[name] < d for d in others),
+                             "timbre_distance_db": timbre,
+                             "closer_to_own_singer": all(timbre[name] < d for o, d in timbre.items() if o != name),
+                             "timbre_position": timbres[name]["position"],
+                             "toward_own_singer": timbres[name]["toward_own_singer"],
                              "speaker_similarity": similarity,
                              "more_similar_to_own_singer": None if similarity is None else
                              all(similarity[name] > v for other, v in similarity.items() if other != name)}
@@ -233,7 +258,11 @@ def run(args: argparse.Namespace) -> int:
                   "several times)",
                   "Timbre check (RMS difference of average mel spectra to each singer's training songs): "
                   + ", ".join(f"{other} {d:.1f} dB" for other, d in timbre.items())
-                  + f" ({'closer to' if c['closer_to_own_singer'] else 'NOT closer to'} {name})"]
+                  + f" ({'closer to' if c['closer_to_own_singer'] else 'NOT closer to'} {name})",
+                  "Timbre direction (where the spectrum shape lies between each other singer's, 0, and "
+                  f"{name}'s, 1): " + ", ".join(f"from {other} {p:.2f}" for other, p in c["timbre_position"].items())
+                  + f" ({'further towards' if c['toward_own_singer'] else 'NOT further towards'} {name} than the "
+                  "other conversion)"]
         similarity = c["speaker_similarity"]
         lines += ["Speaker similarity (diffsvc eval's GE2E cosine to each singer's training songs): " + (
             ", ".join(f"{other} {v:.3f}" for other, v in similarity.items())
