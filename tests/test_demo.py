@@ -1,6 +1,7 @@
 """`diffsvc demo` runs the real pipeline offline and its result is checked, not just produced:
 one model is trained on two generated singers, and a third singer's phrase converted to each has
-the input's length and follows the input's melody.
+the input's length, follows the input's melody, and is more like the singer it was converted to
+than like the other (GE2E speaker similarity, and the spectrum shape's place between the two).
 
 This is the slowest test (it trains the demo model: about 6 minutes on CI's 2 cores). The bound
 on the melody error is set from measurement: this machine gave a median of 28 cents (90th percentile 112) with 91 % of the input's voiced frames voiced in the output,
@@ -37,6 +38,9 @@ def test_demo_output_follows_the_input_melody(tmp_path):
         assert melody["voiced_frames_both"] >= MIN_VOICED_SHARE * melody["voiced_frames_input"]
         assert melody["median_abs_cents"] < MEDIAN_CENTS_BOUND
         assert (work / "output" / f"singer_c_phrase_as_{name}.png").exists()
+        # each conversion sounds more like its own singer (make test installs the eval extra)
+        assert conversion["toward_own_singer"], conversion["timbre_position"]
+        assert conversion["more_similar_to_own_singer"], conversion["speaker_similarity"]
     outputs = [report["conversions"][n]["output"] for n in report["singers"]]
     assert open(outputs[0], "rb").read() != open(outputs[1], "rb").read()  # two singers, two voices
     assert set(report["stages"]) == {"generate corpus", "preprocess", "train", "infer"}
