@@ -211,3 +211,62 @@ def test_a_v_model_samples_through_the_samplers_as_a_noise_model_would():
     mel = model.sample(torch.zeros(1, frames, 256), mel2ph, torch.full((1, frames), 8.0),
                        make_sampler("ddim", model.schedule(), 1), generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(model.norm_spec(mel).transpose(1, 2)[:, None], x0, rtol=1e-4, atol=1e-4)
+
+
+class _VFromEps(torch.nn.Module):
+    """A v denoiser made from an eps denoiser: v = sqrt(a) eps - sqrt(1-a) x0, x0 implied by eps.
+    Its model must give, through every path, exactly what the eps model gives."""
+
+    def __init__(self, eps_fn, model):
+        super().__init__()
+        self.eps_fn = eps_fn
+        self.a, self.b = model.sqrt_alphas_cumprod.clone(), model.sqrt_one_minus_alphas_cumprod.clone()
+
+    def forward(self, x, t, cond, mask=None, **extra):
+        eps = self.eps_fn(x, t, cond, mask, **extra)
+        a, b = self.a[t].reshape(-1, 1, 1, 1), self.b[t].reshape(-1, 1, 1, 1)
+        return a * eps - b * (x - b * eps) / a
+
+    def project_condition(self, cond):
+        return self.eps_fn.project_condition(cond)
+
+
+def _eps_and_v_twins():
+    torch.manual_seed(0)
+    eps_model = GaussianDiffusion.from_config(tiny_config())
+    torch.nn.init.normal_(eps_model.denoise_fn.output_projection.weight, std=0.3)  # not the zero init
+    v_model = GaussianDiffusion.from_config(tiny_config(prediction="v"))
+    v_model.load_state_dict(eps_model.state_dict())
+    v_model.denoise_fn = _VFromEps(eps_model.denoise_fn, v_model)
+    return eps_model.eval(), v_model.eval()
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpm-solver++", "plms", "ddpm", "consistency"])
+def test_every_sampler_samples_a_v_model_as_its_noise_twin(sampler):
+    from diffsvc.sampling import make_sampler
+
+    eps_model, v_model = _eps_and_v_twins()
+    frames = 7
+    args = (torch.randn(1, frames, 256), torch.arange(1, frames + 1)[None], torch.full((1, frames), 8.0))
+    out = [m.sample(*args, make_sampler(sampler, m.schedule(), 4), generator=torch.Generator().manual_seed(3))
+           for m in (eps_model, v_model)]
+    torch.testing.assert_close(out[1], out[0], rtol=1e-4, atol=1e-4)
+
+
+def test_distillation_reads_a_v_teacher_and_student_as_their_noise_twins():
+    # the consistency student and the teacher's DDIM step take the noise the denoiser implies: with
+    # the raw v output taken as the noise (the fault), a v teacher taught its student nonsense
+    from diffsvc.distill.objective import consistency_function, teacher_step
+
+    eps_model, v_model = _eps_and_v_twins()
+    frames = 7
+    units, mel2ph, f0 = torch.randn(2, frames, 256), torch.arange(1, frames + 1)[None].repeat(2, 1), \
+        torch.full((2, frames), 8.0)
+    x = torch.randn(2, 1, 128, frames)
+    t_hi, t_lo = torch.tensor([99, 40]), torch.tensor([60, 10])
+    with torch.no_grad():
+        f = [consistency_function(m, x, t_hi, units, mel2ph, f0, None) for m in (eps_model, v_model)]
+        cond = eps_model.condition(units, mel2ph, f0).cond
+        step = [teacher_step(m, x, t_hi, t_lo, cond, None) for m in (eps_model, v_model)]
+    torch.testing.assert_close(f[1], f[0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(step[1], step[0], rtol=1e-4, atol=1e-4)

@@ -62,6 +62,16 @@ def ddim_step(x: torch.Tensor, eps: torch.Tensor, a_t: torch.Tensor, a_prev: tor
     return a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
 
 
+def teacher_step(teacher: GaussianDiffusion, x_hi: torch.Tensor, t_hi: torch.Tensor, t_lo: torch.Tensor,
+                 cond: torch.Tensor, dn_mask: torch.Tensor | None) -> torch.Tensor:
+    """The teacher's DDIM step (ddim_step) from x_hi [B,1,M,T] at steps t_hi [B] to t_lo [B], with
+    the noise its denoiser implies (GaussianDiffusion.eps_from: a v teacher's output is not the noise)."""
+    eps = teacher.eps_from(teacher.denoise_fn(x_hi, t_hi, cond, dn_mask), x_hi, t_hi)
+    ac = teacher.alphas_cumprod
+    a_hi, a_lo = (ac.gather(-1, t).reshape(-1, 1, 1, 1) for t in (t_hi, t_lo))
+    return ddim_step(x_hi.float(), eps.float(), a_hi, a_lo)
+
+
 class TargetNetwork(nn.Module):
     """The target network f_{theta^-}: a copy of the student moved towards it after every optimizer
     step (theta^- <- ema * theta^- + (1 - ema) * theta). `updated_at` is the student step it last
@@ -97,7 +107,7 @@ class StudentModule(nn.Module):
 
 def consistency_function(model: GaussianDiffusion, x, t, units, mel2ph, f0, dn_mask) -> torch.Tensor:
     cond = model.condition(units, mel2ph, f0).cond
-    eps = model.denoise_fn(x, t, cond, dn_mask)
+    eps = model.eps_from(model.denoise_fn(x, t, cond, dn_mask), x, t)  # a v model's output is not the noise
     return consistency_output(x, t, eps, model.alphas_cumprod)
 
 
@@ -151,10 +161,8 @@ class ConsistencyDistillationLoss:
             x_hi = x_hi * mask
         with torch.no_grad():
             cond = teacher.condition(batch.units, batch.mel2ph, batch.f0).cond
-            eps = teacher.denoise_fn(x_hi, t_hi, cond, dn_mask)
-            ac = teacher.alphas_cumprod
-            a_hi, a_lo = (ac.gather(-1, t).reshape(-1, 1, 1, 1) for t in (t_hi, t_lo))
-            x_lo = ddim_step(x_hi.float(), eps.float(), a_hi, a_lo)
+            x_lo = teacher_step(teacher, x_hi, t_hi, t_lo, cond, dn_mask)
+            a_hi = teacher.alphas_cumprod.gather(-1, t_hi).reshape(-1, 1, 1, 1)
             if mask is not None:
                 x_lo = x_lo * mask
             target = consistency_function(self.target.model, x_lo, t_lo, batch.units, batch.mel2ph, batch.f0,
