@@ -114,6 +114,9 @@ def test_min_snr_weights_match_known_values():
                                torch.tensor([0.99, 0.5, 0.5, 5 / 100]))
     torch.testing.assert_close(min_snr_weights(ac, t, 5.0, "eps", floor=1.0), torch.tensor([99.0, 1.0, 5 / 9, 5 / 99]))
     assert float(min_snr_weights(ac, t, 5.0, "v")[0]) == pytest.approx(0.01)  # what min-snr gives it
+    # x0: the clean-mel weight itself
+    torch.testing.assert_close(min_snr_weights(ac, t, 5.0, "x0"), torch.tensor([1 / 99, 1.0, 5.0, 5.0]))
+    torch.testing.assert_close(min_snr_weights(ac, t, 5.0, "x0", floor=1.0), torch.tensor([1.0, 1.0, 5.0, 5.0]))
 
 
 def test_min_snr_weights_each_items_loss_by_its_step():
@@ -170,7 +173,7 @@ def test_a_v_model_checkpoint_loads_as_a_v_model(tmp_path, data_dir):
     ({"ema_decay": -0.1}, r"ema_decay: -0.1 is too small"),
     ({"loss_weighting": "snr"}, r"loss_weighting: 'snr' is not one of none, min-snr, clamped-snr"),
     ({"min_snr_gamma": 0}, r"min_snr_gamma: 0.0 is too small"),
-    ({"prediction": "x0"}, r"prediction: 'x0' is not one of eps, v"),
+    ({"prediction": "x1"}, r"prediction: 'x1' is not one of eps, v, x0"),
 ])
 def test_recipe_config_errors_name_the_key(tmp_path, data, message):
     path = tmp_path / "c.yaml"
@@ -213,60 +216,74 @@ def test_a_v_model_samples_through_the_samplers_as_a_noise_model_would():
     torch.testing.assert_close(model.norm_spec(mel).transpose(1, 2)[:, None], x0, rtol=1e-4, atol=1e-4)
 
 
-class _VFromEps(torch.nn.Module):
-    """A v denoiser made from an eps denoiser: v = sqrt(a) eps - sqrt(1-a) x0, x0 implied by eps.
-    Its model must give, through every path, exactly what the eps model gives."""
+class _FromEps(torch.nn.Module):
+    """A v or x0 denoiser made from an eps denoiser (x0 = (x - sqrt(1-a) eps) / sqrt(a) implied by
+    eps; v = sqrt(a) eps - sqrt(1-a) x0). Its model must give, through every path, exactly what the
+    eps model gives."""
 
-    def __init__(self, eps_fn, model):
+    def __init__(self, eps_fn, model, prediction):
         super().__init__()
-        self.eps_fn = eps_fn
+        self.eps_fn, self.prediction = eps_fn, prediction
         self.a, self.b = model.sqrt_alphas_cumprod.clone(), model.sqrt_one_minus_alphas_cumprod.clone()
 
     def forward(self, x, t, cond, mask=None, **extra):
         eps = self.eps_fn(x, t, cond, mask, **extra)
         a, b = self.a[t].reshape(-1, 1, 1, 1), self.b[t].reshape(-1, 1, 1, 1)
-        return a * eps - b * (x - b * eps) / a
+        x0 = (x - b * eps) / a
+        return x0 if self.prediction == "x0" else a * eps - b * x0
 
     def project_condition(self, cond):
         return self.eps_fn.project_condition(cond)
 
 
-def _eps_and_v_twins():
+def _twins(prediction):
     torch.manual_seed(0)
     eps_model = GaussianDiffusion.from_config(tiny_config())
     torch.nn.init.normal_(eps_model.denoise_fn.output_projection.weight, std=0.3)  # not the zero init
-    v_model = GaussianDiffusion.from_config(tiny_config(prediction="v"))
-    v_model.load_state_dict(eps_model.state_dict())
-    v_model.denoise_fn = _VFromEps(eps_model.denoise_fn, v_model)
-    return eps_model.eval(), v_model.eval()
+    twin = GaussianDiffusion.from_config(tiny_config(prediction=prediction))
+    twin.load_state_dict(eps_model.state_dict())
+    twin.denoise_fn = _FromEps(eps_model.denoise_fn, twin, prediction)
+    return eps_model.eval(), twin.eval()
 
 
+@pytest.mark.parametrize("prediction", ["v", "x0"])
 @pytest.mark.parametrize("sampler", ["ddim", "dpm-solver++", "plms", "ddpm", "consistency"])
-def test_every_sampler_samples_a_v_model_as_its_noise_twin(sampler):
+def test_every_sampler_samples_a_v_or_x0_model_as_its_noise_twin(sampler, prediction):
     from diffsvc.sampling import make_sampler
 
-    eps_model, v_model = _eps_and_v_twins()
+    eps_model, twin = _twins(prediction)
     frames = 7
     args = (torch.randn(1, frames, 256), torch.arange(1, frames + 1)[None], torch.full((1, frames), 8.0))
     out = [m.sample(*args, make_sampler(sampler, m.schedule(), 4), generator=torch.Generator().manual_seed(3))
-           for m in (eps_model, v_model)]
+           for m in (eps_model, twin)]
     torch.testing.assert_close(out[1], out[0], rtol=1e-4, atol=1e-4)
 
 
-def test_distillation_reads_a_v_teacher_and_student_as_their_noise_twins():
+@pytest.mark.parametrize("prediction", ["v", "x0"])
+def test_distillation_reads_a_v_or_x0_teacher_and_student_as_their_noise_twins(prediction):
     # the consistency student and the teacher's DDIM step take the noise the denoiser implies: with
     # the raw v output taken as the noise (the fault), a v teacher taught its student nonsense
     from diffsvc.distill.objective import consistency_function, teacher_step
 
-    eps_model, v_model = _eps_and_v_twins()
+    eps_model, twin = _twins(prediction)
     frames = 7
     units, mel2ph, f0 = torch.randn(2, frames, 256), torch.arange(1, frames + 1)[None].repeat(2, 1), \
         torch.full((2, frames), 8.0)
     x = torch.randn(2, 1, 128, frames)
     t_hi, t_lo = torch.tensor([99, 40]), torch.tensor([60, 10])
     with torch.no_grad():
-        f = [consistency_function(m, x, t_hi, units, mel2ph, f0, None) for m in (eps_model, v_model)]
+        f = [consistency_function(m, x, t_hi, units, mel2ph, f0, None) for m in (eps_model, twin)]
         cond = eps_model.condition(units, mel2ph, f0).cond
-        step = [teacher_step(m, x, t_hi, t_lo, cond, None) for m in (eps_model, v_model)]
+        step = [teacher_step(m, x, t_hi, t_lo, cond, None) for m in (eps_model, twin)]
     torch.testing.assert_close(f[1], f[0], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(step[1], step[0], rtol=1e-4, atol=1e-4)
+
+
+def test_x0_prediction_learns_the_clean_mel_and_hands_the_samplers_its_noise():
+    model = GaussianDiffusion.from_config(tiny_config(prediction="x0"))
+    x0 = torch.rand(3, 1, 128, 5) * 2 - 1
+    noise = torch.randn_like(x0)
+    t = torch.tensor([0, 50, 99])
+    x_t = model.q_sample(x0, t, noise)
+    assert torch.equal(model.target(x0, t, noise), x0)
+    torch.testing.assert_close(model.eps_from(x0, x_t, t), noise, rtol=1e-3, atol=1e-3)

@@ -64,6 +64,20 @@ class UnusedPitchPredictor(nn.Module):
         self.pos_embed_alpha = nn.Parameter(torch.ones(1))
 
 
+def original_embedding(num: int, dim: int, padding_idx: int | None = None) -> nn.Embedding:
+    """nn.Embedding initialised as the original's `Embedding` (DiffSinger/Diff-SVC
+    modules/commons/common_layers.py): normal with std dim^-0.5, so a row has norm ~1, and the
+    padding row zero. (torch's default, std 1, gives rows of norm sqrt(dim) = 16 at 256, which
+    drowns content units of norm ~1-3 so that a fresh model learns the mel from the pitch
+    contour: benchmarks/results/recipe-diagnosis.md.)"""
+    m = nn.Embedding(num, dim, padding_idx=padding_idx)
+    nn.init.normal_(m.weight, mean=0.0, std=dim ** -0.5)
+    if padding_idx is not None:
+        with torch.no_grad():
+            m.weight[padding_idx].zero_()
+    return m
+
+
 class ConditioningEmbedding(nn.Module):
     """forward(units [B,Th,H], mel2ph [B,T] (1-based unit index, 0 = padding), f0_log2 [B,T])
     -> Conditioning (cond [B,T,H], f0_denorm [B,T] Hz, pitch [B,T] coarse bins).
@@ -78,7 +92,7 @@ class ConditioningEmbedding(nn.Module):
         super().__init__()
         self.f0_bin, self.f0_min, self.f0_max = f0_bin, f0_min, f0_max
         self.mel_out = nn.Linear(hidden_size, n_mels)
-        self.pitch_embed = nn.Embedding(300, hidden_size, padding_idx=0) if use_pitch_embed else None
+        self.pitch_embed = original_embedding(300, hidden_size, padding_idx=0) if use_pitch_embed else None
         channels = hidden_size if predictor_hidden <= 0 else predictor_hidden
         odim = 2 if pitch_type == "frame" else 1
         self.pitch_predictor = UnusedPitchPredictor(channels, predictor_layers, predictor_kernel, odim)

@@ -29,7 +29,7 @@ class GaussianDiffusion(nn.Module):
     The backbone is any registered one (diffsvc.model.backbones, `diff_decoder_type`); its
     `in_dims` is the mel bins M. Build from a Config with `from_config` (ConfigError for the legacy
     `no_fs2: false` layout); ValueError for an impossible shallow-diffusion start.
-    `prediction`: what the backbone outputs, "eps" (the noise, the original) or "v" (see target).
+    `prediction`: what the backbone outputs, "eps" (the noise, the original), "v" or "x0" (see target).
     """
 
     def __init__(self, denoise_fn: Backbone, fs2: ConditioningEmbedding, betas, spec_min, spec_max,
@@ -44,7 +44,7 @@ class GaussianDiffusion(nn.Module):
         self.num_timesteps = int(self.betas.shape[0])
         self.K_step = int(K_step or self.num_timesteps)
         self.loss_type = loss_type
-        self.prediction = prediction  # what denoise_fn outputs: "eps" (the original) or "v" (see eps_from)
+        self.prediction = prediction  # what denoise_fn outputs: "eps" (the original), "v" or "x0" (see eps_from)
         keep = keep_bins or len(spec_min)
         self.register_buffer("spec_min", torch.tensor(list(spec_min), dtype=torch.float32)[None, None, :keep])
         self.register_buffer("spec_max", torch.tensor(list(spec_max), dtype=torch.float32)[None, None, :keep])
@@ -91,21 +91,27 @@ class GaussianDiffusion(nn.Module):
 
     # --- prediction target (config `prediction`) ---
     def target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """What denoise_fn learns to output: the noise (eps), or v = sqrt(a) eps - sqrt(1-a) x0
-        (Salimans & Ho 2022, "Progressive distillation", sec. 4; a = alphas_cumprod[t])."""
+        """What denoise_fn learns to output: the noise (eps), v = sqrt(a) eps - sqrt(1-a) x0
+        (Salimans & Ho 2022, "Progressive distillation", sec. 4; a = alphas_cumprod[t]), or the
+        clean mel x0 itself (Ho et al. 2020 sec. 3.2 name it; Ramesh et al. 2022's decoder uses it)."""
         if self.prediction == "eps":
             return noise
+        if self.prediction == "x0":
+            return x0
         a = self.sqrt_alphas_cumprod.gather(-1, t).reshape(-1, 1, 1, 1)
         b = self.sqrt_one_minus_alphas_cumprod.gather(-1, t).reshape(-1, 1, 1, 1)
         return a * noise - b * x0
 
     def eps_from(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The noise implied by denoise_fn's output at x_t, t (the samplers take the noise):
-        eps = sqrt(a) v + sqrt(1-a) x_t for v prediction, the output itself for eps."""
+        eps = sqrt(a) v + sqrt(1-a) x_t for v prediction, (x_t - sqrt(a) x0) / sqrt(1-a) for x0
+        prediction (x_t = sqrt(a) x0 + sqrt(1-a) eps solved for eps), the output itself for eps."""
         if self.prediction == "eps":
             return out
         a = self.sqrt_alphas_cumprod.gather(-1, t).reshape(-1, 1, 1, 1).to(out.dtype)
         b = self.sqrt_one_minus_alphas_cumprod.gather(-1, t).reshape(-1, 1, 1, 1).to(out.dtype)
+        if self.prediction == "x0":
+            return (x_t - a * out) / b
         return a * out + b * x_t
 
     # --- conditioning ---
@@ -134,7 +140,7 @@ class GaussianDiffusion(nn.Module):
              lengths: torch.Tensor | None = None, *, t: torch.Tensor | None = None,
              noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
              weights: torch.Tensor | None = None, speaker: torch.Tensor | None = None) -> torch.Tensor:
-        """The noise-prediction loss on a padded batch (the v-prediction loss when prediction is v).
+        """The noise-prediction loss on a padded batch (the v or x0 loss when prediction is v or x0).
         `weights` [B]: each item's loss weight (a weighting over timesteps; None: all 1).
         speaker: see `condition`.
 

@@ -5,15 +5,17 @@ eq. 7 and sec. 3.4): with SNR(t) = a_t / (1 - a_t), a_t = alphas_cumprod[t], the
 drawn at t is weighted by
     min(SNR(t), gamma) / SNR(t)          for noise (eps) prediction,
     min(SNR(t), gamma) / (SNR(t) + 1)    for v prediction,
+    min(SNR(t), gamma)                   for x0 prediction (the clean-mel error itself),
 so the low-noise steps (huge SNR, a noise target the input barely shows) stop dominating the
 gradient, while the high-noise steps keep weight 1 (eps) or SNR/(SNR+1) (v).
 
-Both are the weight min(SNR, gamma) on the clean-mel error |x0 - x0_hat|^2 (the noise error is SNR
+All are the weight min(SNR, gamma) on the clean-mel error |x0 - x0_hat|^2 (the noise error is SNR
 times it, the v error SNR+1 times it), which is ~SNR, almost 0, at the high-noise steps.
 clamped-snr gives those steps the floor of Salimans & Ho 2022's "truncated SNR" weighting,
 max(SNR, 1), capped at gamma like min-SNR: clean-mel weight clamp(SNR, 1, gamma), i.e.
     clamp(SNR, 1, gamma) / SNR           for eps (large at high noise: meant for v),
-    clamp(SNR, 1, gamma) / (SNR + 1)     for v (about 1 at high noise, gamma/SNR at low noise).
+    clamp(SNR, 1, gamma) / (SNR + 1)     for v (about 1 at high noise, gamma/SNR at low noise),
+    clamp(SNR, 1, gamma)                 for x0.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def min_snr_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float,
     `floor` 1.0 gives clamped-snr."""
     s = snr(alphas_cumprod.double()).gather(-1, t)
     clipped = torch.clamp(s, min=floor, max=gamma)
-    weights = clipped / s if prediction == "eps" else clipped / (s + 1.0)
+    weights = {"eps": clipped / s, "v": clipped / (s + 1.0), "x0": clipped}[prediction]
     return weights.float()
 
 
