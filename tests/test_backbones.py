@@ -120,6 +120,15 @@ def test_use_pitch_embed_false_drops_the_pitch_term_and_its_weights():
                            with_pitch.condition(units, mel2ph, high).cond)
 
 
+def test_pitch_embedding_starts_as_the_originals_embedding():
+    # common_layers.Embedding: normal, std H^-0.5 (rows of norm ~1, like the content units), padding
+    # row 0; torch's default (std 1, rows of norm 16 at H = 256) made a fresh demo model key on pitch
+    torch.manual_seed(0)
+    weight = GaussianDiffusion.from_config(tiny_config()).fs2.pitch_embed.weight.detach()
+    assert torch.equal(weight[0], torch.zeros(256))
+    assert float(weight[1:].std()) == pytest.approx(256 ** -0.5, rel=0.05)
+
+
 def test_use_nsf_false_is_refused_with_the_reason():
     from diffsvc.config import config_from_dict
     from diffsvc.errors import ConfigError
