@@ -19,6 +19,7 @@ from diffsvc.training.weighting import min_snr_weights
 from test_training import N_MELS, data_dir, options, quiet, write_config  # noqa: F401 - data_dir is a fixture
 
 NEW = dict(ema_decay=0.9, loss_weighting="min-snr", min_snr_gamma=5.0)
+DEFAULT_RECIPE = dict(ema_decay=0.9, loss_weighting="clamped-snr", min_snr_gamma=5.0, prediction="x0")  # configs/
 
 
 # --- the weight average ---
@@ -39,8 +40,9 @@ def test_weight_average_follows_the_formula_and_swaps_back_exactly():
     assert torch.equal(model.weight, before)
 
 
-def test_resume_with_a_weight_average_is_bit_exact(tmp_path, data_dir):
-    base = write_config(tmp_path / "base.yaml", **NEW)
+@pytest.mark.parametrize("recipe", [NEW, DEFAULT_RECIPE], ids=["min-snr", "the-default"])
+def test_resume_with_a_weight_average_is_bit_exact(tmp_path, data_dir, recipe):
+    base = write_config(tmp_path / "base.yaml", **recipe)
     straight = train(options(tmp_path, data_dir, "straight", base_config=base, max_steps=6), log=quiet)
     train(options(tmp_path, data_dir, "resumed", base_config=base, max_steps=3), log=quiet)
     second = train(options(tmp_path, data_dir, "resumed", base_config=base, max_steps=6), log=quiet)
@@ -161,10 +163,11 @@ def test_v_prediction_hands_the_samplers_the_noise():
     assert torch.equal(eps_model.target(x0, t, noise), noise)
 
 
-def test_a_v_model_checkpoint_loads_as_a_v_model(tmp_path, data_dir):
-    base = write_config(tmp_path / "base.yaml", prediction="v")
+@pytest.mark.parametrize("prediction", ["v", "x0"])
+def test_a_v_or_x0_model_checkpoint_loads_as_such(tmp_path, data_dir, prediction):
+    base = write_config(tmp_path / "base.yaml", prediction=prediction)
     result = train(options(tmp_path, data_dir, base_config=base, max_steps=1), log=quiet)
-    assert load_model(result.checkpoint).model.prediction == "v"
+    assert load_model(result.checkpoint).model.prediction == prediction
 
 
 # --- config ---
@@ -184,7 +187,9 @@ def test_recipe_config_errors_name_the_key(tmp_path, data, message):
 
 def test_new_projects_get_the_new_recipe_and_original_configs_the_original():
     new = load_config(DEFAULT_CONFIG)  # ours, as measured in benchmarks/results/recipe*.md
-    assert (new.ema_decay, new.loss_weighting, new.prediction) == (0.999, "min-snr", "eps")
+    assert (new.ema_decay, new.loss_weighting, new.prediction) == (0.999, "clamped-snr", "x0")
+    demo = load_config(DEFAULT_CONFIG.parent / "demo.yaml")
+    assert (demo.ema_decay, demo.loss_weighting, demo.prediction) == (0.999, "clamped-snr", "x0")
     assert (Config().ema_decay, Config().loss_weighting, Config().prediction) == (0.0, "none", "eps")
     original = {"task_cls": "training.task.SVC_task.SVCTask", "lr": 0.0008}
     from diffsvc.config import config_from_dict
