@@ -13,7 +13,9 @@ newest checkpoint of each recipe (the weights inference reads) is measured on th
   real mel: log-mel distance (log10 units) and MCD (dB) as `diffsvc eval` computes them, and the
   frame-to-frame roughness of the sampled mel over the real mel's (1.0: as smooth as the real);
 - the noise-prediction MSE averaged over t = 0, 50, ..., 950 with fixed noise (the original's
-  objective, comparable between recipes), and the recipe's own validation loss from the Trainer.
+  objective; for a v or x0 model the noise its output implies, which for x0 is its clean-mel error
+  divided by sqrt(1 - a), 100x at t = 0: large even for a model whose samples are good, so compare
+  the sampled mels, not this column, across predictions), and the recipe's own validation loss.
 Without --data the demo corpus is generated and preprocessed (stand-in features) in --workdir.
 Writes benchmarks/results/recipe.md (and .json) and, with --picture, a before/after PNG.
 """
@@ -92,6 +94,7 @@ class Run:
     def __init__(self, name: str, config: Path, data: Path, models: Path):
         self.name, self.config, self.data, self.models = name, config, data, models
         self.seconds = 0.0
+        self.cpu_seconds = 0.0  # this process's CPU time while training (the machine is shared)
         self.val_loss: dict[int, float] = {}
 
     def train_to(self, steps: int) -> None:
@@ -103,10 +106,11 @@ class Run:
             if m:
                 self.val_loss[int(m.group(1))] = float(m.group(2))
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         train(TrainOptions(project=Project(self.models / self.name), data_dir=self.data, base_config=self.config,
                            max_steps=steps, device="cpu", workers=0, progress=False), log=log)
         self.seconds += time.perf_counter() - start
+        self.cpu_seconds += time.process_time() - cpu
 
     def checkpoint(self) -> Path:
         from diffsvc.checkpoint import latest_checkpoint
@@ -165,9 +169,11 @@ def picture(path: Path, real: np.ndarray, before: np.ndarray, after: np.ndarray,
 def report(args, recipes: dict, results: list[dict], pieces: int) -> None:
     """Write the table (benchmarks/results/<out>.md and .json), the sampled mels and the picture."""
     others = [n for n in recipes if n != "original"]
-    headers = ["steps", "recipe", "train s", "log-mel (log10)", "MCD dB", "roughness (x real)", "eps MSE (mean over t)",
+    headers = ["steps", "recipe", "train s", "train CPU s", "log-mel (log10)", "MCD dB", "roughness (x real)",
+               "eps MSE (mean over t)",
                "val loss (own objective)"]
-    rows = [[r["steps"], r["recipe"], round(r["seconds"]), r["logmel_db"], r["mcd_db"], r["roughness"], r["eps_mse"],
+    rows = [[r["steps"], r["recipe"], round(r["seconds"]), round(r["cpu_seconds"]), r["logmel_db"], r["mcd_db"],
+             r["roughness"], r["eps_mse"],
              r["val_loss"]] for r in results]
     ratio_rows = []
     for point in sorted({r['steps'] for r in results}):
@@ -175,19 +181,19 @@ def report(args, recipes: dict, results: list[dict], pieces: int) -> None:
         for name in others:
             n = next(r for r in results if r["steps"] == point and r["recipe"] == name)
             ratio_rows.append([point, name, n["logmel_db"] / o["logmel_db"], n["mcd_db"] / o["mcd_db"],
-                               n["roughness"], n["seconds"] / o["seconds"]])
+                               n["roughness"], n["seconds"] / o["seconds"], n["cpu_seconds"] / o["cpu_seconds"]])
     text = "\n".join([
         "# Training recipes: the original's against ours (benchmarks/recipe.py)", "",
         f"Machine: {machine_line(torch.device('cpu'))}; shared with other work, so both recipes trained "
-        f"interleaved in one process ({args.chunk}-step turns) and each one's wall-clock seconds are shown.",
+        f"interleaved in one process ({args.chunk}-step turns) and each one's wall-clock and CPU seconds are shown.",
         f"Data: the offline demo's corpus (singer B, stand-in content features); model and lr of configs/demo.yaml. "
         f"Measured on {pieces} validation pieces ({args.frames} frames each), sampled from pure noise with the "
         "demo's sampler (dpm-solver++ 20).",
         "Recipes: " + "; ".join(f"{n}: {r}" for n, r in recipes.items()) + ".", "",
         markdown_table(headers, rows), "",
         "New over original at the same step (and so about the same wall-clock time):", "",
-        markdown_table(["steps", "recipe", "log-mel ratio", "MCD ratio", "roughness (x real)", "time ratio"],
-                       ratio_rows),
+        markdown_table(["steps", "recipe", "log-mel ratio", "MCD ratio", "roughness (x real)", "time ratio",
+                        "CPU time ratio"], ratio_rows),
         "",
     ])
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -247,7 +253,8 @@ def main() -> None:
             print(f"step {done}: " + ", ".join(f"{n} {r.seconds:.0f} s" for n, r in runs.items()), flush=True)
         for name, run in runs.items():
             m = measure(run.checkpoint(), data, pieces, args.frames)
-            m.update(recipe=name, steps=point, seconds=run.seconds, val_loss=run.val_loss.get(point, float("nan")))
+            m.update(recipe=name, steps=point, seconds=run.seconds, cpu_seconds=run.cpu_seconds,
+                     val_loss=run.val_loss.get(point, float("nan")))
             results.append(m)
             print(f"  {name} @ {point}: log-mel {m['logmel_db']:.3f}, MCD {m['mcd_db']:.2f} dB, roughness "
                   f"{m['roughness']:.2f}x, eps MSE {m['eps_mse']:.4f}, val loss {m['val_loss']:.4f}", flush=True)

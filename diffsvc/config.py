@@ -166,8 +166,8 @@ class Config:
     loss_weighting: str = _f("none", "ours: loss weight over timesteps: none (the original), min-snr "
                              "(Hang et al. 2023) or clamped-snr (min-snr with a floor; for v)",
                              choices=("none", "min-snr", "clamped-snr"))
-    min_snr_gamma: float = _f(5.0, "the gamma of min-snr: weight min(SNR, gamma)/SNR (eps), /(SNR+1) (v), /1 (x0)", min=0.0,
-                              min_exclusive=True)
+    min_snr_gamma: float = _f(5.0, "the gamma of min-snr: weight min(SNR, gamma)/SNR (eps), /(SNR+1) (v), /1 (x0)",
+                              min=0.0, min_exclusive=True)
     prediction: str = _f("eps", "what the denoiser predicts: eps (the noise, the original), v or x0 (the clean "
                          "mel) (ours; the original Diff-SVC cannot run a v or x0 model)", choices=("eps", "v", "x0"))
 
