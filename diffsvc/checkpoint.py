@@ -99,17 +99,23 @@ def describe_foreign(state: dict[str, torch.Tensor], config: Config) -> str | No
 
 
 def load_model(path: str | os.PathLike, config: Config | str | os.PathLike | None = None, *,
-               allow_unsafe: bool = False, device: str | torch.device = "cpu") -> LoadedModel:
+               allow_unsafe: bool = False, device: str | torch.device = "cpu",
+               config_is_assumed: bool = False) -> LoadedModel:
     """Load `model_ckpt_steps_N.ckpt` (ours or the original's) with its config into a GaussianDiffusion.
 
     The schedule buffers and spec_min/spec_max come from the checkpoint (the original's buffers are
     authoritative: its import-time max_beta default made them differ from a fresh build).
+    `config_is_assumed`: the config is not the checkpoint's own (another project's, for a file with
+    no config.yaml beside it), so what the checkpoint records of itself (its prediction target,
+    its singers) replaces the config's. Otherwise a config that disagrees with the checkpoint's
+    record is refused (CheckpointError, one line).
     """
     path = Path(path)
     config = _config_for(path, config)
     ckpt = safe_torch_load(path, allow_unsafe=allow_unsafe, what="checkpoint")
     state = model_state_from_checkpoint(ckpt, path)
     config = config_with_singers(config, ckpt, state, path)
+    config = config_with_prediction(config, ckpt, path, assumed=config_is_assumed)
     foreign = describe_foreign(state, config)
     if foreign:
         raise CheckpointError(f"{path}: cannot load: {foreign}")
@@ -164,6 +170,32 @@ def config_with_singers(config: Config, ckpt: dict, state: dict[str, torch.Tenso
     return config if config.speakers == names else config.replace(speakers=names)
 
 
+PREDICTION_KEY = "prediction"  # top-level key: what the denoiser outputs (eps, v, x0); the original ignores it
+
+
+def checkpoint_prediction(ckpt: dict) -> str | None:
+    """The prediction target a checkpoint records (ours since the x0 recipe), or None (the
+    original's checkpoints and ours from before: their config.yaml says, the original's is eps)."""
+    value = ckpt.get(PREDICTION_KEY)
+    return value if isinstance(value, str) else None
+
+
+def config_with_prediction(config: Config, ckpt: dict, path: Path, *, assumed: bool = False) -> Config:
+    """The config with the prediction target the checkpoint was trained for. A checkpoint records it;
+    a config.yaml that says otherwise is refused, since reading an x0 model's output as noise (or
+    the reverse) gives noise. With an `assumed` config (not the checkpoint's own) the record wins,
+    and a checkpoint without a record is taken as the original's eps."""
+    recorded = checkpoint_prediction(ckpt)
+    if assumed:
+        wanted = recorded or "eps"
+        return config if config.prediction == wanted else config.replace(prediction=wanted)
+    if recorded is not None and recorded != config.prediction:
+        raise CheckpointError(f"{path}: trained to predict {recorded} but its config says prediction: "
+                              f"{config.prediction}; use the config.yaml it was trained with (or set "
+                              f"prediction: {recorded})")
+    return config
+
+
 def _step_from_name(path: Path) -> int | None:
     m = CKPT_PATTERN.search(path.name)
     return int(m.group(1)) if m else None
@@ -188,6 +220,7 @@ def save_model(path: str | os.PathLike, model: GaussianDiffusion, global_step: i
     table = speaker_embedding_of(model)
     if table is not None:  # the singer table travels with every multi-singer checkpoint
         ckpt[CHECKPOINT_KEY] = speaker_map(table.names)
+    ckpt[PREDICTION_KEY] = model.prediction  # so no other config can misread the denoiser's output
     if extra:
         ckpt.update(extra)
     return atomic_torch_save(ckpt, path)

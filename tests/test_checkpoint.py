@@ -47,7 +47,10 @@ def test_saved_checkpoint_has_the_original_layout(fixtures_dir, tmp_path):
     model = GaussianDiffusion.from_config(Config())
     path = save_model(tmp_path / "model_ckpt_steps_2000.ckpt", model, 2000)
     ckpt = torch.load(path, weights_only=True)
-    assert sorted(ckpt) == sorted(ref["checkpoint_format"]["top_level_keys"])
+    # the original's keys, plus our record of the prediction target (a top-level key the original
+    # reads past, as it does spk_map and our resume record)
+    assert sorted(ckpt) == sorted(ref["checkpoint_format"]["top_level_keys"] + ["prediction"])
+    assert ckpt["prediction"] == "eps"
     assert {k: list(v.shape) for k, v in ckpt["state_dict"].items()} == ref["checkpoint_state_dict_shapes"]
 
 

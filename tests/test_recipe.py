@@ -292,3 +292,68 @@ def test_x0_prediction_learns_the_clean_mel_and_hands_the_samplers_its_noise():
     x_t = model.q_sample(x0, t, noise)
     assert torch.equal(model.target(x0, t, noise), x0)
     torch.testing.assert_close(model.eps_from(x0, x_t, t), noise, rtol=1e-3, atol=1e-3)
+
+
+# --- the prediction target travels with the checkpoint ---
+def _told(messages, tmp_path):
+    return [m.replace(str(tmp_path), "<tmp>") for m in messages]  # the tmp path holds the test's name
+
+
+@pytest.mark.parametrize("beside", ["config", "no-config", "no-config-no-record"])
+def test_init_from_a_noise_model_makes_the_new_project_predict_noise(tmp_path, data_dir, beside):
+    """An original-recipe (eps) checkpoint fine-tuned into a new project whose config says x0: the
+    project follows the checkpoint (else its output layer is silently retrained), and says so;
+    without a config beside the file, its record says eps, and without a record (the original's
+    checkpoints) eps is assumed."""
+
+    eps = train(options(tmp_path, data_dir, "orig", max_steps=1), log=quiet)
+    source = eps.checkpoint
+    if beside != "config":
+        (tmp_path / "lone").mkdir()
+        source = tmp_path / "lone" / eps.checkpoint.name
+        ckpt = torch.load(eps.checkpoint, map_location="cpu", weights_only=True)
+        assert ckpt["prediction"] == "eps"
+        if beside == "no-config-no-record":
+            del ckpt["prediction"]
+        torch.save(ckpt, source)
+    messages = []
+    x0_base = write_config(tmp_path / "x0.yaml", **DEFAULT_RECIPE)
+    result = train(options(tmp_path, data_dir, "new", base_config=x0_base, max_steps=2, init_from=source),
+                   log=messages.append)
+    assert load_model(result.checkpoint).model.prediction == "eps"
+    assert load_config(result.checkpoint.parent / "config.yaml").ema_decay == DEFAULT_RECIPE["ema_decay"]
+    assert any("predicts eps" in m and "x0" in m for m in _told(messages, tmp_path)), messages
+
+
+def test_init_from_a_clean_mel_model_without_its_config_keeps_its_prediction(tmp_path, data_dir):
+    x0 = train(options(tmp_path, data_dir, "x0", base_config=write_config(tmp_path / "x0.yaml", **DEFAULT_RECIPE),
+                       max_steps=1), log=quiet)
+    (tmp_path / "lone").mkdir()
+    source = tmp_path / "lone" / x0.checkpoint.name
+    source.write_bytes(x0.checkpoint.read_bytes())
+    result = train(options(tmp_path, data_dir, "eps-project", max_steps=2, init_from=source), log=quiet)
+    assert load_model(result.checkpoint).model.prediction == "x0"
+
+
+def test_a_config_that_misreads_the_checkpoints_prediction_is_refused(tmp_path, data_dir):
+    from diffsvc.errors import CheckpointError
+
+    x0 = train(options(tmp_path, data_dir, "x0", base_config=write_config(tmp_path / "x0.yaml", **DEFAULT_RECIPE),
+                       max_steps=1), log=quiet)
+    wrong = load_model(x0.checkpoint).config.replace(prediction="eps")
+    with pytest.raises(CheckpointError) as error:
+        load_model(x0.checkpoint, wrong)
+    message = str(error.value).replace(str(tmp_path), "<tmp>")
+    assert "trained to predict x0" in message and "prediction: eps" in message and "\n" not in message
+
+
+def test_switching_a_trained_projects_prediction_is_refused_on_resume(tmp_path, data_dir):
+    from diffsvc.errors import CheckpointError
+
+    first = train(options(tmp_path, data_dir, "p", max_steps=1), log=quiet)  # eps
+    config_path = first.checkpoint.parent / "config.yaml"
+    values = yaml.safe_load(config_path.read_text())
+    values["prediction"] = "x0"  # the user edits the project towards the new recipe
+    config_path.write_text(yaml.safe_dump(values))
+    with pytest.raises(CheckpointError, match="trained to predict eps but its config says prediction: x0"):
+        train(options(tmp_path, data_dir, "p", max_steps=2), log=quiet)

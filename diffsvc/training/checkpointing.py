@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from diffsvc.checkpoint import checkpoint_name, load_model, save_model
-from diffsvc.config import Config
+from diffsvc.config import Config, load_config
 from diffsvc.errors import CheckpointError, DiffSvcError
 from diffsvc.training.batch_size import BatchPlan
 from diffsvc.training.ema import inference_weights, weight_average
@@ -130,14 +130,19 @@ def init_weights_from(state: TrainState, path: Path, config: Config, *, trust: b
     project's spec_min/spec_max (they describe this project's data); optimizer and step start fresh.
     The checkpoint's own config.yaml is used for its sizes when it sits beside it."""
     beside = path.parent / "config.yaml"
-    # Without its own config the sizes are this project's; its singers (if any) come from its spk_map.
+    # Without its own config the sizes are this project's; its singers (if any) come from its
+    # spk_map, its prediction target from its record (none: the original's eps).
     source_config = beside if beside.exists() else config.replace(speakers=[], use_spk_id=False)
     try:
-        loaded = load_model(path, source_config, allow_unsafe=trust)
+        loaded = load_model(path, source_config, allow_unsafe=trust, config_is_assumed=not beside.exists())
     except CheckpointError as e:
         if not beside.exists():
             raise CheckpointError(f"{e} (no config.yaml beside it, so the project's sizes were assumed)") from None
         raise
+    if loaded.model.prediction != state.model.prediction:  # Trainer._setup_config makes a new project follow
+        raise CheckpointError(f"--init-from: {path} was trained to predict {loaded.model.prediction} and this "
+                              f"project predicts {state.model.prediction}; set prediction: "
+                              f"{loaded.model.prediction} in the project's config.yaml to fine-tune it")
     weights = {k: v for k, v in loaded.model.state_dict().items() if k not in ("spec_min", "spec_max")}
     singers = carry_singer_table(state.model, loaded.model, weights)
     missing, _unexpected = state.model.load_state_dict(weights, strict=False)
@@ -148,6 +153,28 @@ def init_weights_from(state: TrainState, path: Path, config: Config, *, trust: b
         average.reset(state.model)
     log(f"initialised from {path} (trained {loaded.global_step} steps); "
         "optimizer and step start fresh, spec_min/spec_max are this data's" + (f"; {singers}" if singers else ""))
+
+
+def source_prediction(path: Path, *, trust: bool = False) -> str:
+    """What an --init-from checkpoint's denoiser outputs: its record, else its config.yaml's (a
+    config without the key is the original's recipe), else the original's eps. Errors reading the
+    file are left to init_weights_from, which names them."""
+    from diffsvc.checkpoint import checkpoint_prediction
+    from diffsvc.modelfile import safe_torch_load
+
+    try:
+        recorded = checkpoint_prediction(safe_torch_load(path, allow_unsafe=trust, what="checkpoint"))
+    except (DiffSvcError, OSError):
+        return ""
+    if recorded:
+        return recorded
+    beside = path.parent / "config.yaml"
+    if beside.exists():
+        try:
+            return load_config(beside).prediction
+        except DiffSvcError:
+            return ""
+    return "eps"
 
 
 def carry_singer_table(model, source, weights: dict) -> str:

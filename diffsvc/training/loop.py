@@ -30,7 +30,7 @@ from diffsvc.errors import DiffSvcError
 from diffsvc.model.diffusion import GaussianDiffusion
 from diffsvc.training import batch_size as bs
 from diffsvc.training.batches import BatchStream, TrainingData, choose_plan, synthetic_batch
-from diffsvc.training.checkpointing import restore_or_init, save_checkpoint
+from diffsvc.training.checkpointing import restore_or_init, save_checkpoint, source_prediction
 from diffsvc.training.devices import PRECISION_NAMES, autocast, pick_device, pick_precision
 from diffsvc.training.distributed import (DistInfo, all_reduce_min_int, barrier, dist_info_from_env,
                                           init_distributed, shutdown_distributed)
@@ -220,6 +220,7 @@ class Trainer:
         else:
             if self.dist.is_main:
                 base = load_config(opts.base_config or DEFAULT_CONFIG)
+                base = self._follow_source_prediction(base)
                 project.root.mkdir(parents=True, exist_ok=True)
                 project.create_config(base, data)
                 self.log(f"created project {project.root} (config.yaml from {opts.base_config or DEFAULT_CONFIG} "
@@ -228,6 +229,20 @@ class Trainer:
             config = project.load_config()
         check_data_matches(config, data, str(project.config_path))
         return config
+
+    def _follow_source_prediction(self, base: Config) -> Config:
+        """A new project started --init-from a checkpoint predicts what that checkpoint's denoiser
+        was trained to output (an original model: eps), not the config's default: its output layer
+        would otherwise be retrained from scratch. Said in one line when it differs."""
+        if self.options.init_from is None:
+            return base
+        source = source_prediction(Path(self.options.init_from), trust=self.options.trust_checkpoint)
+        if not source or source == base.prediction:
+            return base
+        self.log(f"--init-from: {self.options.init_from} predicts {source}, so this project predicts {source} too "
+                 f"(not the config's {base.prediction}: that would retrain its output from scratch); the rest of "
+                 "the recipe is the config's")
+        return base.replace(prediction=source)
 
     def _local_loss(self) -> LossFunction:
         """The loss on this process's module alone (for validation and memory measurement)."""
