@@ -117,6 +117,32 @@ def test_latest_validation_is_read_back_from_the_tensorboard_logs(tmp_path):
     assert sf.info(io.BytesIO(wav)).frames == 441 * 20
 
 
+def test_the_loss_curve_keeps_the_steps_trained_before_the_page_started_training(tmp_path):
+    """A project trained at a terminal (`diffsvc demo`, `diffsvc train`) and resumed from the page:
+    its curve starts at step 1 (TensorBoard's train/loss every log_interval steps), not at the
+    resumed step; where the page's own progress file has rows, those win."""
+    from diffsvc.training.logging import TrainLogger
+    from diffsvc.ui.tblog import logged_loss, loss_curve
+
+    assert logged_loss(tmp_path / "none") == ([], [])
+    logger = TrainLogger(tmp_path / "logs")
+    for step in range(20, 201, 20):
+        logger.scalars({"train/loss": 1.0 / step, "train/lr": 1e-3}, step)
+    logger.close()
+    rec = lambda step, loss: SimpleNamespace(step=step, loss=loss, lr=1e-3, grad_norm=1.0, seconds=0.1)  # noqa: E731
+    progress = ProgressFile(tmp_path / "p.csv")
+    for step in (181, 182, 201, 202):
+        progress(rec(step, 0.5))
+    progress.close()
+    logged = logged_loss(tmp_path / "logs")
+    assert logged[0] == list(range(20, 201, 20)) and logged[1][0] == pytest.approx(1 / 20)
+    steps, losses = loss_curve(read_progress(tmp_path / "p.csv"), logged)
+    assert steps == [20, 40, 60, 80, 100, 120, 140, 160, 180, 181, 182, 201, 202]
+    assert losses[:2] == pytest.approx([1 / 20, 1 / 40]) and losses[-4:] == [0.5] * 4
+    assert loss_curve(([], []), logged) == logged  # nothing trained from the page yet
+    assert loss_curve(read_progress(tmp_path / "p.csv"), ([], []))[0] == [181, 182, 201, 202]
+
+
 def _eval_result(steps, mcd):
     rows = [{"step": s, "checkpoint": f"model_ckpt_steps_{s}.ckpt", "recon_log_mel_l1": 0.5, "recon_mcd_db": m,
              "recon_pieces": 2, "peak_memory_mib": 512.0} for s, m in zip(steps, mcd)]

@@ -445,10 +445,11 @@ def build(ctx: UiContext):
                                            visible=len(singers) > 1)
                     with gr.Row():
                         key = gr.Textbox("0", label="Key (semitones, or auto)", elem_id="key")
-                        f0_method = gr.Dropdown([DEFAULT, *F0_METHODS], value=DEFAULT, label="f0 method")
+                        f0_method = gr.Dropdown([DEFAULT, *F0_METHODS], value=DEFAULT, label="f0 method", elem_id="f0-method")
                     with gr.Row():
-                        sampler = gr.Dropdown([DEFAULT, *SAMPLERS], value=DEFAULT, label="Sampler")
-                        sampling_steps = gr.Number(0, label="Sampling steps (0 = project's)", precision=0)
+                        sampler = gr.Dropdown([DEFAULT, *SAMPLERS], value=DEFAULT, label="Sampler", elem_id="sampler")
+                        sampling_steps = gr.Number(0, label="Sampling steps (0 = project's)", precision=0,
+                                                   elem_id="sampling-steps")
                         shallow = gr.Number(0, label="Shallow start K (0 = off)", precision=0)
                     with gr.Row():
                         fmt = gr.Radio(["wav", "flac"], value="wav", label="Format")
@@ -512,7 +513,7 @@ def build(ctx: UiContext):
                 train_project = gr.Textbox(first or "", label="Project name", elem_id="train-project")
                 train_data = gr.Textbox("raw", label="Data (the recordings folder)", elem_id="train-data")
                 train_steps = gr.Number(0, label="Stop at step (0 = config's)", precision=0, elem_id="train-steps")
-                train_batch = gr.Number(0, label="Batch size (0 = auto)", precision=0)
+                train_batch = gr.Number(0, label="Batch size (0 = auto)", precision=0, elem_id="train-batch")
                 train_device = gr.Dropdown(["auto", "cpu", "cuda"], value="auto", label="Device")
             with gr.Row():
                 train_start = gr.Button("Start / resume training", variant="primary", elem_id="train-start")
@@ -558,7 +559,7 @@ def build(ctx: UiContext):
             models_status = gr.HTML(elem_id="models-status")
             models_table = gr.Dataframe(headers=["file", "status", "path", "detail"], interactive=False,
                                         elem_id="models-table")
-            projects_md = gr.Markdown()
+            projects_md = gr.Markdown(elem_id="models-projects")
 
         # ============================================================ handlers
 
@@ -754,7 +755,7 @@ def build(ctx: UiContext):
         @friendly(7)
         def train_view(name, last_signature):
             from diffsvc.training.progress_file import read_progress
-            from diffsvc.ui.tblog import latest_validation
+            from diffsvc.ui.tblog import latest_validation, logged_loss, loss_curve
 
             job = ctx.jobs.latest("train")
             project_name = job.meta.get("project") if job and job.state() == "running" else (name or "").strip()
@@ -765,9 +766,10 @@ def build(ctx: UiContext):
                 return tuple(gr.skip() for _ in range(7))
             own = job is not None and job.meta.get("project") == project_name
             status = _state_line(ctx, job) if own else ""
-            steps_, losses = read_progress(progress_file(ctx, project_name))
-            if steps_:
-                status += _ok(f"step {steps_[-1]}, loss {losses[-1]:.4f}")
+            live = read_progress(progress_file(ctx, project_name))
+            if live[0]:
+                status += _ok(f"step {live[0][-1]}, loss {live[1][-1]:.4f}")
+            steps_, losses = loss_curve(live, logged_loss(ctx.models_dir / project_name / "logs"))
             step_v, png, wav = latest_validation(ctx.models_dir / project_name / "logs")
             mel_path = audio_path = None
             if png:
