@@ -143,6 +143,34 @@ def test_the_loss_curve_keeps_the_steps_trained_before_the_page_started_training
     assert loss_curve(read_progress(tmp_path / "p.csv"), ([], []))[0] == [181, 182, 201, 202]
 
 
+def test_the_conversion_picture_labels_f0_in_plain_hz(tmp_path, monkeypatch):
+    """The mel+f0 picture the Convert tab shows (`infer --plot`): a sung f0 curve spans less than a
+    decade, where a log axis's default labels read 2 x 10^2; the Pitch tab's picture and this one
+    share one f0 axis, labelled 200, 210, ..."""
+    import re
+
+    import matplotlib.figure
+
+    from diffsvc.inference.plot import write_plot
+
+    labels: list[str] = []
+    save = matplotlib.figure.Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        fig.canvas.draw()
+        f0_ax = fig.axes[2]
+        labels.extend(t.get_text() for t in f0_ax.get_yticklabels() + f0_ax.get_yticklabels(minor=True)
+                      if t.get_text())
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
+    t = np.arange(200)
+    f0 = (200 + 5 * np.sin(t / 10)).astype(np.float32)
+    mel = np.zeros((200, 16), dtype=np.float32)
+    write_plot(tmp_path / "p.png", mel, mel, f0, f0, 512, 44100)
+    assert labels and all(re.fullmatch(r"\d+(\.\d+)?", label) for label in labels), labels
+
+
 def _eval_result(steps, mcd):
     rows = [{"step": s, "checkpoint": f"model_ckpt_steps_{s}.ckpt", "recon_log_mel_l1": 0.5, "recon_mcd_db": m,
              "recon_pieces": 2, "peak_memory_mib": 512.0} for s, m in zip(steps, mcd)]

@@ -9,6 +9,17 @@ import numpy as np
 from diffsvc.fileio import atomic_path
 
 
+def f0_axis(ax) -> None:
+    """A log-frequency f0 axis labelled in plain Hz (200, 300; not 2 x 10^2, matplotlib's default
+    for a log axis that spans less than a decade, which is what a sung f0 curve does)."""
+    from matplotlib.ticker import FuncFormatter
+
+    ax.set_yscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+
+
 def write_plot(path: Path, mel_in: np.ndarray, mel_out: np.ndarray, f0_in_hz: np.ndarray, f0_out_hz: np.ndarray,
                hop_size: int, sample_rate: int, title: str = "") -> Path:
     """mels [T, M] log10; f0 [T] Hz (0 = unvoiced, drawn as gaps)."""
@@ -28,7 +39,7 @@ def write_plot(path: Path, mel_in: np.ndarray, mel_out: np.ndarray, f0_in_hz: np
     t = np.arange(len(f0_in_hz)) * hop_size / sample_rate
     axes[2].plot(t, np.where(f0_in_hz > 0, f0_in_hz, np.nan), label="input f0", lw=1)
     axes[2].plot(t, np.where(f0_out_hz > 0, f0_out_hz, np.nan), label="conditioning f0 (after --key)", lw=1)
-    axes[2].set_yscale("log")
+    f0_axis(axes[2])
     axes[2].set_ylabel("Hz")
     axes[2].set_xlabel("seconds")
     axes[2].legend(loc="upper right", fontsize=8)

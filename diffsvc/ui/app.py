@@ -284,12 +284,9 @@ def f0_figure(times: np.ndarray, original: np.ndarray, edited: np.ndarray, span:
     ax.plot(times, np.where(edited > 0, edited, np.nan), lw=1.4, color="C1", label="used for conversion")
     if span is not None:
         ax.axvspan(span[0], span[1], color="C0", alpha=0.12, label="selected range")
-    ax.set_yscale("log")
-    from matplotlib.ticker import FuncFormatter
+    from diffsvc.inference.plot import f0_axis
 
-    plain = FuncFormatter(lambda v, _: f"{v:g}")  # 200, 300, not 2 x 10^2
-    ax.yaxis.set_major_formatter(plain)
-    ax.yaxis.set_minor_formatter(plain)
+    f0_axis(ax)  # 200, 300, not 2 x 10^2
     ax.set_xlabel("seconds")
     ax.set_ylabel("f0 (Hz)")
     ax.set_xlim(0, float(times[-1]) if len(times) else 1.0)
