@@ -87,6 +87,37 @@ def test_one_training_at_a_time(tmp_path):
         assert store.running("train") == []
 
 
+def test_stop_signals_the_runner_and_leaves_its_workers_to_it(tmp_path):
+    """Stop on a training with data-loader workers (the original's config has ds_workers: 4): the
+    runner gets SIGTERM and its children are still alive when it handles it (the trainer saves a
+    checkpoint, then ends its workers). Signalling the whole group killed the workers first and
+    `diffsvc train` failed with "DataLoader worker ... is killed by signal" and no checkpoint."""
+    from procs import started
+
+    from diffsvc.ui.jobs import Job
+
+    store = JobStore(tmp_path / "state")
+    folder = store.new_folder("train")
+    runner = ("import signal, subprocess, sys, time\n"
+              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+              "def stop(*_):\n"
+              "    time.sleep(0.5)\n"
+              "    open(sys.argv[1] + '/worker-alive', 'w').write(str(child.poll() is None))\n"
+              "    child.terminate()\n"
+              "    sys.exit(0)\n"
+              "signal.signal(signal.SIGTERM, stop)\n"
+              "open(sys.argv[1] + '/ready', 'w').close()\n"
+              "time.sleep(60)\n")
+    with started([sys.executable, "-c", runner, str(folder)]) as proc:
+        deadline = time.time() + 60
+        while not (folder / "ready").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        store._write(Job(folder, "train", "training w", [], proc.pid, time.time()))
+        store.stop(store.get(folder.name))
+        assert proc.wait(timeout=30) == 0
+    assert (folder / "worker-alive").read_text() == "True"
+
+
 def test_ui_listens_on_this_machine_only_by_default():
     from diffsvc.cli.main import _parser_with_arguments
 

@@ -184,9 +184,16 @@ class JobStore:
         return job
 
     def stop(self, job: Job, sig: int = signal.SIGTERM) -> None:
+        """Ask a running job to stop: SIGTERM (or SIGINT) to the runner alone, which runs the command in
+        its own process: a training finishes its step, saves a checkpoint and ends its data-loader
+        workers itself. Sent to the whole group, the signal killed those workers under it first and
+        the trainer failed on their death without saving. SIGKILL goes to the whole group."""
         if job.pid and job.state() == "running":
             try:
-                os.killpg(job.pid, sig)  # the runner leads its own group
+                if sig == signal.SIGKILL:
+                    os.killpg(job.pid, sig)  # the runner leads its own group
+                else:
+                    os.kill(job.pid, sig)
             except ProcessLookupError:
                 pass
 
