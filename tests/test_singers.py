@@ -391,3 +391,46 @@ def test_eval_reconstructs_each_piece_as_its_singer_and_converts_songs_to_the_ch
     assert result["speaker"] == "ténor"
     row = result["rows"][0]
     assert row["recon_pieces"] == 2 and row["recon_mcd_db"] > 0 and "speaker_sim_target" in row
+
+
+# --- distill ------------------------------------------------------------------------------------
+
+def test_distill_a_two_singer_project_and_convert_as_each_singer(duo, capsys):
+    """The teacher and the student are conditioned on each item's singer; the student keeps the
+    table (config and checkpoint), so `infer --sampler consistency --speaker X` converts as X."""
+    import soundfile as sf
+
+    from diffsvc.cli.main import main
+
+    write_prepared(duo / "data", n_mels=128, lengths=(40, 48, 44, 52), valid_lengths=(30, 34),
+                   singers=("alto", "tenor"))
+    rc = main(["distill", "--project", "duo", "--data", "data", "--steps", "2", "--device", "cpu", "--workers", "0",
+               "--no-progress", "--batch-size", "2"])
+    assert rc == 0, capsys.readouterr().err
+    student = duo / "models" / "duo" / "student"
+    ckpt = torch.load(student / "model_ckpt_steps_2.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["spk_map"] == {"alto": 0, "tenor": 1} and EMBED_KEY in ckpt["state_dict"]
+    outs = {}
+    for singer in ("alto", "tenor"):
+        rc, err = infer(capsys, "--project", "duo", "--sampler", "consistency", "--sampling-steps", "1",
+                        "--speaker", singer)
+        assert rc == 0, err
+        outs[singer] = sf.read(duo / "output" / f"song_duo_student_{singer}_steps_2.wav")[0]
+    assert not np.array_equal(outs["alto"], outs["tenor"])
+
+
+def test_a_distillation_that_fails_before_its_first_checkpoint_leaves_no_student(duo, monkeypatch):
+    """A half-made student (config.yaml, no checkpoint) would be taken for one to continue."""
+    from diffsvc.distill.objective import ConsistencyDistillationLoss
+    from diffsvc.distill.trainer import distill
+
+    def broken(self, batch, stream=0):
+        raise RuntimeError("broken loss")
+
+    monkeypatch.setattr(ConsistencyDistillationLoss, "__call__", broken)
+    data = write_prepared(duo / "data", n_mels=128, lengths=(40, 48), valid_lengths=(30, 34), singers=("alto", "tenor"))
+    student = duo / "models" / "duo" / "student"
+    opts = TrainOptions(project=Project(student), data_dir=data, max_steps=2, progress=False, device="cpu", workers=0)
+    with pytest.raises(RuntimeError, match="broken loss"):
+        distill(opts, teacher=duo / "models" / "duo" / "model_ckpt_steps_1000.ckpt", log=quiet)
+    assert not student.exists() and (duo / "models" / "duo" / "model_ckpt_steps_1000.ckpt").is_file()

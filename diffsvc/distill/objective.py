@@ -95,18 +95,21 @@ class TargetNetwork(nn.Module):
 
 class StudentModule(nn.Module):
     """The student's consistency function as a forward (so DistributedDataParallel can wrap it):
-    f(x_t, t) [B,1,M,T] for conditioning (units, mel2ph, f0) and the frame mask [B,1,T] or None."""
+    f(x_t, t) [B,1,M,T] for conditioning (units, mel2ph, f0), the frame mask [B,1,T] or None, and
+    the singers (long [B]; None for a one-singer model)."""
 
     def __init__(self, model: GaussianDiffusion):
         super().__init__()
         self.model = model
 
-    def forward(self, x, t, units, mel2ph, f0, dn_mask):
-        return consistency_function(self.model, x, t, units, mel2ph, f0, dn_mask)
+    def forward(self, x, t, units, mel2ph, f0, dn_mask, speaker=None):
+        return consistency_function(self.model, x, t, units, mel2ph, f0, dn_mask, speaker)
 
 
-def consistency_function(model: GaussianDiffusion, x, t, units, mel2ph, f0, dn_mask) -> torch.Tensor:
-    cond = model.condition(units, mel2ph, f0).cond
+def consistency_function(model: GaussianDiffusion, x, t, units, mel2ph, f0, dn_mask, speaker=None) -> torch.Tensor:
+    """f(x_t, t) of `model`; `speaker`: see GaussianDiffusion.condition (a multi-singer student
+    is conditioned on the same singers as its teacher)."""
+    cond = model.condition(units, mel2ph, f0, speaker).cond
     eps = model.eps_from(model.denoise_fn(x, t, cond, dn_mask), x, t)  # a v model's output is not the noise
     return consistency_output(x, t, eps, model.alphas_cumprod)
 
@@ -156,18 +159,19 @@ class ConsistencyDistillationLoss:
         mask = teacher.frame_mask(batch.mel2ph, lengths)
         dn_mask = None if mask is None else mask[:, 0]
         x0 = teacher.norm_spec(batch.mel).transpose(1, 2)[:, None]
+        speaker = batch.speaker  # each item's singer (None for one singer): teacher, target and student alike
         x_hi = teacher.q_sample(x0, t_hi, noise)
         if mask is not None:
             x_hi = x_hi * mask
         with torch.no_grad():
-            cond = teacher.condition(batch.units, batch.mel2ph, batch.f0).cond
+            cond = teacher.condition(batch.units, batch.mel2ph, batch.f0, speaker).cond
             x_lo = teacher_step(teacher, x_hi, t_hi, t_lo, cond, dn_mask)
             a_hi = teacher.alphas_cumprod.gather(-1, t_hi).reshape(-1, 1, 1, 1)
             if mask is not None:
                 x_lo = x_lo * mask
             target = consistency_function(self.target.model, x_lo, t_lo, batch.units, batch.mel2ph, batch.f0,
-                                          dn_mask).float().clamp(-1.0, 1.0)
-        pred = self.module(x_hi, t_hi, batch.units, batch.mel2ph, batch.f0, dn_mask)
+                                          dn_mask, speaker).float().clamp(-1.0, 1.0)
+        pred = self.module(x_hi, t_hi, batch.units, batch.mel2ph, batch.f0, dn_mask, speaker)
         err = a_hi.sqrt() * (pred.float() - target) ** 2
         if mask is None:
             return err.mean()

@@ -42,6 +42,26 @@ class DistillTrainer(Trainer):
                          make_loss=self._make_loss)
         self.teacher_path = Path(teacher) if teacher is not None else None
         self.teacher: LoadedModel | None = None
+        self._created = False  # this run made the student's folder (so a failure before its first checkpoint removes it)
+
+    def run(self):
+        """Trainer.run; a run that made a new student's folder and fails (or is stopped) before its
+        first checkpoint removes that folder again, so no half-made student is left behind (a later
+        run would take it for a student to continue)."""
+        try:
+            return super().run()
+        except BaseException:
+            self._drop_unfinished_student()
+            raise
+
+    def _drop_unfinished_student(self) -> None:
+        import shutil
+
+        from diffsvc.checkpoint import find_checkpoints
+
+        root = self.options.project.root
+        if self._created and self.dist.is_main and root.is_dir() and not find_checkpoints(root):
+            shutil.rmtree(root, ignore_errors=True)
 
     # --- the pieces the loop takes ---
     def _make_student(self, config: Config) -> torch.nn.Module:
@@ -78,6 +98,7 @@ class DistillTrainer(Trainer):
                 record = distill_record(given, self.teacher.global_step)
                 config = student_config(self.teacher.config, record)
                 project.root.mkdir(parents=True, exist_ok=True)
+                self._created = True
                 from diffsvc.config import save_config
 
                 save_config(config, project.config_path)
@@ -157,7 +178,7 @@ class StudentValidator(Validator):
             with torch.no_grad():
                 mel = teacher.sample(batch.units, batch.mel2ph, batch.f0,
                                      make_sampler(tc.sampler, teacher.schedule(), tc.sampling_steps),
-                                     generator=self.generator)
+                                     generator=self.generator, speaker=batch.speaker)
             self._teacher_mels[index] = mel[0].clamp(self.config.mel_vmin, self.config.mel_vmax)
         return self._teacher_mels[index]
 
