@@ -434,3 +434,30 @@ def test_a_distillation_that_fails_before_its_first_checkpoint_leaves_no_student
     with pytest.raises(RuntimeError, match="broken loss"):
         distill(opts, teacher=duo / "models" / "duo" / "model_ckpt_steps_1000.ckpt", log=quiet)
     assert not student.exists() and (duo / "models" / "duo" / "model_ckpt_steps_1000.ckpt").is_file()
+
+
+# --- a checkpoint without its config.yaml -------------------------------------------------------
+
+def test_a_multi_singer_checkpoint_without_config_is_never_called_one_singer(duo, capsys):
+    """No config.yaml beside the checkpoint: infer (--speaker or not), the UI's check and `models`
+    say the config is missing, not "a single singer"."""
+    import shutil
+
+    from diffsvc.cli.main import main
+
+    (duo / "lone").mkdir()
+    shutil.copy(duo / "models" / "duo" / "model_ckpt_steps_1000.ckpt", duo / "lone" / "model_ckpt_steps_1000.ckpt")
+    (duo / "models" / "duo" / "config.yaml").unlink()
+    for args in (("--ckpt", "lone/model_ckpt_steps_1000.ckpt", "--speaker", "alto"),
+                 ("--ckpt", "lone/model_ckpt_steps_1000.ckpt"), ("--project", "duo", "--speaker", "alto")):
+        rc, err = infer(capsys, *args)
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert rc != 0 and len(lines) == 1 and "no config.yaml beside it" in lines[0], err
+        assert "single singer" not in err
+    from diffsvc.ui.app import UiContext, check_settings
+
+    with pytest.raises(DiffSvcError, match="no config.yaml beside it"):
+        check_settings(UiContext(models_dir=duo / "models"), "duo", None, "0", None, None, singer=None, blend=None)
+    main(["models"])
+    out = capsys.readouterr().out
+    assert "duo: steps 1000" in out and "no config.yaml" in out

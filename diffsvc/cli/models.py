@@ -61,9 +61,11 @@ def _projects(models_dir: Path) -> list[str]:
         return lines
     for folder in sorted(p for p in models_dir.iterdir() if p.is_dir()):
         steps = find_checkpoints(folder)
-        if not steps or not (folder / "config.yaml").exists():
+        if not steps:
             continue
         try:
+            if not (folder / "config.yaml").exists():  # not "one singer": who it sings as is unknown here
+                raise DiffSvcError("no config.yaml beside its checkpoints; infer needs the one its training wrote")
             cfg = load_config(folder / "config.yaml")
             # the original's backbone is shown by its size alone (as the README shows it), another one by name
             size = (f"{cfg.residual_layers}x{cfg.residual_channels}" if cfg.diff_decoder_type == "wavenet"

@@ -82,11 +82,17 @@ def check_supported(config: Config, source: str) -> None:
             "44.1 kHz / 128-bin NSF-HiFiGAN projects")
 
 
-def load_checkpoint(choice: CheckpointChoice, device: torch.device, *, allow_unsafe: bool = False) -> LoadedModel:
-    config_path = choice.path.parent / "config.yaml"
+def config_path_beside(checkpoint: Path) -> Path:
+    """The config.yaml beside `checkpoint`; CheckpointError (one line) when there is none."""
+    config_path = Path(checkpoint).parent / "config.yaml"
     if not config_path.is_file():
-        raise CheckpointError(f"{choice.path}: no config.yaml beside it; put the config.yaml its training wrote "
+        raise CheckpointError(f"{checkpoint}: no config.yaml beside it; put the config.yaml its training wrote "
                               f"at {config_path}")
+    return config_path
+
+
+def load_checkpoint(choice: CheckpointChoice, device: torch.device, *, allow_unsafe: bool = False) -> LoadedModel:
+    config_path = config_path_beside(choice.path)
     config = load_config(config_path)
     check_supported(config, str(config_path))
     loaded = load_model(choice.path, config, allow_unsafe=allow_unsafe, device=device)

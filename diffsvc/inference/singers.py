@@ -16,13 +16,21 @@ from diffsvc.model.speakers import SpeakerChoice, blended_median_hz
 
 
 def singers_beside(checkpoint: Path) -> list[str]:
-    """The singer table in the config.yaml beside `checkpoint` ([] when it has none or is absent)."""
-    return project_singers(Path(checkpoint).parent)
+    """The singer table in the config.yaml beside `checkpoint` ([] for a one-singer model).
+
+    Raises CheckpointError when there is no config.yaml (the line loading the checkpoint gives), and
+    ConfigError when it is unreadable: a missing table is never read as "one singer", which would
+    answer `--speaker` with "this model has a single singer" for a multi-singer checkpoint."""
+    from diffsvc.config import load_config
+    from diffsvc.inference.project import config_path_beside
+
+    return list(load_config(config_path_beside(checkpoint)).speakers)
 
 
 def project_singers(project_dir: str | Path) -> list[str]:
-    """The singer table (row order) in a project folder's config.yaml ([] for a one-singer project,
-    or when config.yaml is absent or unreadable: loading the checkpoint reports that properly)."""
+    """The singer table (row order) in a project folder's config.yaml, for building a page ([] for a
+    one-singer project, or when config.yaml is absent or unreadable: whatever then uses the project
+    checks it with singers_beside, which says what is wrong)."""
     from diffsvc.config import load_config
 
     path = Path(project_dir) / "config.yaml"

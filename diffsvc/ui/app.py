@@ -196,7 +196,9 @@ def check_settings(ctx: UiContext, project: str | None, step: str | None, key: s
     for name, value in (("sampling steps", sampling_steps), ("shallow start", shallow)):
         if value not in (None, "") and int(value) < 0:
             raise DiffSvcError(f"{name} must be 0 (the default) or more, got {value}")
-    singers = singer_choices(ctx, project)
+    from diffsvc.inference.singers import singers_beside
+
+    singers = singers_beside(choice.path)  # no config.yaml: that line, never "one singer"
     speaker = speaker_text(singers, singer, blend)
     chosen = parse_speaker(speaker, singers)
     return {"project": project, "step": choice.step, "key": str(key).strip() or "0", "speaker": speaker,
