@@ -461,3 +461,33 @@ def test_a_multi_singer_checkpoint_without_config_is_never_called_one_singer(duo
     main(["models"])
     out = capsys.readouterr().out
     assert "duo: steps 1000" in out and "no config.yaml" in out
+
+
+def test_audio_beside_singer_folders_is_named_and_warned_about(tmp_path, capsys):
+    """raw/alto/, raw/tenor/ and a stray raw/stray.wav: read as one singer (a real layout for one
+    singer's sessions), but the dataset check names the stray file and says what to do."""
+    import re
+
+    import soundfile as sf
+
+    from audio_synth import synth_voice
+    from diffsvc.cli.main import main
+    from diffsvc.data.singers import audio_beside_singer_folders
+
+    raw = tmp_path / "raw"
+    for i, (rel, f0) in enumerate((("alto/a.wav", 220.0), ("tenor/b.wav", 110.0), ("stray.wav", 330.0))):
+        (raw / rel).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(raw / rel, synth_voice(2.0, SR, f0=f0, seed=i)[0], SR)
+    (tmp_path / "c.yaml").write_text("content_encoder: stand-in\nf0_extractor: parselmouth\n")
+    rc = main(["preprocess", str(raw), "--config", str(tmp_path / "c.yaml"), "--f0", "parselmouth"])
+    out = capsys.readouterr()
+    text = (out.out + out.err).replace(str(tmp_path), "")  # the tmp path holds the test's name
+    warning = [line for line in text.splitlines() if "stray.wav" in line]
+    assert rc == 0 and len(warning) == 1 and "WARNING" in warning[0], text
+    assert "ONE singer" in warning[0] and "alto, tenor" in warning[0] and "move" in warning[0]
+    assert "Traceback" not in text and re.search(r"^singers +ONE \(WARNING", text, re.M), text  # the summary too
+    # the kind: only top-level audio beside two or more sub-folders
+    assert audio_beside_singer_folders(["x.wav", "a/1.wav", "b/2.wav"]) == ["x.wav"]
+    assert audio_beside_singer_folders(["x.wav", "a/1.wav", "a/b/2.wav"]) == []
+    assert audio_beside_singer_folders(["x.wav", "y.wav"]) == []
+    assert audio_beside_singer_folders(["a/1.wav", "b/2.wav"]) == []

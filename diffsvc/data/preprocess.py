@@ -52,8 +52,8 @@ from diffsvc.data.prepared import (Manifest, Piece, content_hash, dataset_stats,
                                    settings_hash, write_manifest)
 from diffsvc.data.report import DatasetCheck, SourceFacts, duration, format_check, format_table
 from diffsvc.data.scan import relative_name, scan_audio
-from diffsvc.data.singers import (choose_valid_per_singer, detect_singers, format_singer_check, singer_of,
-                                  singer_rows, singer_stats)
+from diffsvc.data.singers import (audio_beside_singer_folders, choose_valid_per_singer, detect_singers,
+                                  format_singer_check, singer_of, singer_rows, singer_stats)
 from diffsvc.data.stream_slice import SliceSettings, StreamDrop, stream_slices
 from diffsvc.errors import AudioError, DiffSvcError, WriteError
 from diffsvc.fileio import atomic_write_text, check_writable
@@ -373,7 +373,9 @@ def preprocess(raw_dir: str | os.PathLike, config, options: PreprocessOptions | 
     result.check.files = [_facts(r) for r in ordered]
     result.check.failed = failed
     singers = detect_singers(j.source for j in jobs)  # raw/<singer>/...: several singers
-    for line in format_check(result.check) + format_singer_check(singers, result.check.files):
+    result.check.beside_singers = audio_beside_singer_folders(j.source for j in jobs)
+    for line in format_check(result.check) + format_singer_check(singers, result.check.files,
+                                                                 beside=result.check.beside_singers):
         log(line)
     pieces = [(r["source"], p) for r in ordered for p in r["pieces"]]
     if not pieces:
@@ -513,6 +515,9 @@ def summary_table(result: PreprocessResult) -> list[str]:
         if "f0_median_hz" in stats:
             rows.append(("f0 median (5-95 %)", f"{stats['f0_median_hz']:.0f} Hz "
                                                f"({stats['f0_p05_hz']:.0f}-{stats['f0_p95_hz']:.0f} Hz)"))
+        if result.check.beside_singers:
+            rows.append(("singers", f"ONE (WARNING: {len(result.check.beside_singers)} audio file(s) directly in the "
+                                    "raw folder beside singer folders; see the dataset check)"))
         if result.manifest.speakers:
             splits = {s: (sum(1 for p in train if result.manifest.speaker_of(p) == s),
                           sum(1 for p in valid if result.manifest.speaker_of(p) == s))

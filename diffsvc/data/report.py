@@ -36,6 +36,7 @@ class DatasetCheck:
     files: list[SourceFacts] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)  # {source, error}
     skipped: list[str] = field(default_factory=list)  # not audio
+    beside_singers: list[str] = field(default_factory=list)  # audio at the top beside singer folders (singers.py)
 
     @property
     def total_seconds(self) -> float:
@@ -83,7 +84,8 @@ class DatasetCheck:
         return sorted(((k, counts[k], seconds[k]) for k in counts), key=lambda r: -r[2])
 
     def has_warnings(self) -> bool:
-        return bool(self.failed or self.clipped_files() or self.scaled_files() or self.mostly_below())
+        return bool(self.failed or self.clipped_files() or self.scaled_files() or self.mostly_below()
+                    or self.beside_singers)
 
 
 def reason_kind(reason: str) -> str:

@@ -7,7 +7,10 @@ A raw folder holding only sub-folders, two or more of which hold audio, is a mul
     raw/Tenor Ñ/y.wav            singer "Tenor Ñ" (any Unicode name)
 
 A raw folder with audio directly inside it, or with a single sub-folder, is one singer, as before
-(all of its audio, at any depth). The singer table is the sorted list of names; a singer's index is
+(all of its audio, at any depth). Audio directly inside beside two or more sub-folders that hold audio
+is most likely a stray file among singer folders: the dataset check warns, naming those files (and
+preprocess asks before going on when run in a terminal); it is not refused, as one singer's
+sessions in sub-folders with a few takes beside them is a real one-singer layout. The singer table is the sorted list of names; a singer's index is
 its position there (`Manifest.speakers`, then the project's `speakers` and the checkpoints' spk_map).
 """
 
@@ -35,6 +38,21 @@ def detect_singers(sources: Iterable[str]) -> list[str]:
             return []  # audio directly in raw/: a one-singer dataset as before
         tops.add(head)
     return sorted(tops) if len(tops) >= 2 else []
+
+
+def audio_beside_singer_folders(sources: Iterable[str]) -> list[str]:
+    """The audio files directly in the raw folder when two or more sub-folders hold audio too (sorted;
+    [] otherwise). Such a folder is read as one singer (detect_singers), which is right for one
+    singer's sessions in sub-folders, and wrong, the voices mixed in one, for singer folders with a
+    stray file beside them: the dataset check warns and names them (format_singer_check)."""
+    flat, tops = [], set()
+    for source in sources:
+        head, sep, _rest = source.partition("/")
+        if sep:
+            tops.add(head)
+        else:
+            flat.append(source)
+    return sorted(flat) if flat and len(tops) >= 2 else []
 
 
 def singer_of(source: str, singers: list[str]) -> str | None:
@@ -78,9 +96,17 @@ def singer_stats(f0s_by_singer: dict[str, list[np.ndarray]], seconds: dict[str, 
     return out
 
 
-def format_singer_check(singers: list[str], files: list, minimum: float = MIN_SINGER_SECONDS) -> list[str]:
+def format_singer_check(singers: list[str], files: list, minimum: float = MIN_SINGER_SECONDS,
+                        beside: list[str] | None = None) -> list[str]:
     """Dataset-check lines per singer: files, duration, pieces; a warning below `minimum` seconds.
-    `files` are report.SourceFacts."""
+    `files` are report.SourceFacts. `beside`: audio_beside_singer_folders (a warning naming them)."""
+    if beside:
+        folders = sorted({f.source.partition("/")[0] for f in files if "/" in f.source})
+        shown = ", ".join(beside[:5]) + (f" and {len(beside) - 5} more" if len(beside) > 5 else "")
+        return [f"  WARNING: {len(beside)} audio file(s) directly in the raw folder ({shown}) beside the "
+                f"sub-folders {', '.join(folders)}: the whole folder is read as ONE singer, every voice mixed "
+                "in one; for one singer per sub-folder move those files into their singer's folder "
+                "(raw/<singer>/), else they make it one singer"]
     if not singers:
         return []
     lines = [f"  {len(singers)} singers (one per sub-folder of the raw folder):"]
