@@ -491,3 +491,33 @@ def test_audio_beside_singer_folders_is_named_and_warned_about(tmp_path, capsys)
     assert audio_beside_singer_folders(["x.wav", "a/1.wav", "a/b/2.wav"]) == []
     assert audio_beside_singer_folders(["x.wav", "y.wav"]) == []
     assert audio_beside_singer_folders(["a/1.wav", "b/2.wav"]) == []
+
+
+# --- Unicode forms of a name --------------------------------------------------------------------
+
+NFD_TENOR = "te\u0301nor"  # "ténor" as a folder made on macOS spells it
+
+
+def test_a_singer_name_is_the_same_in_either_unicode_form():
+    """Names are made NFC (a macOS NFD folder gives the name a keyboard types) and compared as
+    NFC everywhere: --speaker, blends, the data's table against the project's, f0 statistics."""
+    from diffsvc.data.singers import detect_singers, singer_of
+    from diffsvc.model.speakers import blended_median_hz, row_of, same_singers
+
+    assert detect_singers([f"{NFD_TENOR}/a.wav", "alto/b.wav"]) == ["alto", "ténor"]
+    assert singer_of(f"{NFD_TENOR}/x/a.wav", ["alto", "ténor"]) == "ténor"
+    assert singer_of("ténor/a.wav", ["alto", NFD_TENOR]) == NFD_TENOR  # an older table keeps its own form
+    for table, typed in ((["alto", NFD_TENOR], "ténor"), (["alto", "ténor"], NFD_TENOR)):
+        assert parse_speaker(typed, table).weights == (0.0, 1.0)
+        assert parse_speaker(f"alto:1,{typed}:3", table).weights == (0.25, 0.75)
+        assert row_of(typed, table) == 1
+    assert same_singers(["alto", NFD_TENOR], ["alto", "ténor"]) and not same_singers(["alto"], ["ténor"])
+    choice = parse_speaker("ténor", ["alto", NFD_TENOR])
+    assert blended_median_hz(choice, {"alto": 220.0, "ténor": 110.0}) == pytest.approx(110.0)
+
+
+def test_the_summary_table_lines_up_names_in_any_script():
+    from diffsvc.data.report import display_width, format_table
+
+    lines = format_table([(f"singer {NFD_TENOR}", "a"), ("singer 歌手", "b"), ("singer alto", "c")])[1:-1]
+    assert len({display_width(line[:-1]) for line in lines}) == 1, lines

@@ -90,7 +90,9 @@ class PieceDataset(Dataset):
 
     def speaker(self, index: int) -> int | None:
         """The singer table row of item `index` (None for a one-singer model)."""
-        return self.speakers.index(self.singer(index)) if self.speakers else None
+        from diffsvc.model.speakers import row_of
+
+        return row_of(self.singer(index), self.speakers) if self.speakers else None
 
 
 class LengthBucketSampler(Sampler[list[int]]):

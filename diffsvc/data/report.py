@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -150,7 +151,13 @@ def _share(part: float, whole: float) -> str:
     return f"{100 * part / whole:.0f} %" if whole > 0 else "0 %"
 
 
+def display_width(text: str) -> int:
+    """Terminal columns of `text`: combining marks take none, East Asian wide and full-width
+    characters two (Unicode UAX #11), others one; so a singer named "歌" or "te\u0301nor" lines up."""
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
 def format_table(rows: list[tuple[str, str]]) -> list[str]:
-    width = max(len(k) for k, _ in rows)
-    rule = "-" * (width + 2 + max(len(v) for _, v in rows))
-    return [rule] + [f"{k.ljust(width)}  {v}" for k, v in rows] + [rule]
+    width = max(display_width(k) for k, _ in rows)
+    rule = "-" * (width + 2 + max(display_width(v) for _, v in rows))
+    return [rule] + [f"{k}{' ' * (width - display_width(k))}  {v}" for k, v in rows] + [rule]

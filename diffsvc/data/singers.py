@@ -23,6 +23,7 @@ from typing import Iterable
 import numpy as np
 
 from diffsvc.data.report import duration
+from diffsvc.model.speakers import singer_name
 
 MIN_SINGER_SECONDS = 120.0  # less audio than this per singer after slicing gets a warning
 
@@ -30,13 +31,14 @@ MIN_SINGER_SECONDS = 120.0  # less audio than this per singer after slicing gets
 def detect_singers(sources: Iterable[str]) -> list[str]:
     """The singer table for the audio files' paths relative to the raw folder (forward slashes):
     the sorted names of the top-level sub-folders when there are two or more and no audio sits
-    directly in the raw folder; [] (one singer) otherwise."""
+    directly in the raw folder; [] (one singer) otherwise. Names are NFC (speakers.singer_name), so
+    a folder made on macOS (NFD) gives the name a keyboard types."""
     tops = set()
     for source in sources:
         head, sep, _rest = source.partition("/")
         if not sep:
             return []  # audio directly in raw/: a one-singer dataset as before
-        tops.add(head)
+        tops.add(singer_name(head))
     return sorted(tops) if len(tops) >= 2 else []
 
 
@@ -59,8 +61,8 @@ def singer_of(source: str, singers: list[str]) -> str | None:
     """The singer of a source path (relative to the raw folder), or None for a one-singer dataset."""
     if not singers:
         return None
-    head = source.partition("/")[0]
-    return head if head in singers else None
+    head = singer_name(source.partition("/")[0])
+    return next((s for s in singers if singer_name(s) == head), None)
 
 
 def choose_valid_per_singer(pieces: list[tuple[str, str]], count: int | None, seed: int, default_count) -> set[str]:

@@ -77,7 +77,7 @@ def evaluate(request: EvalRequest, device: torch.device) -> dict:
     retracker, note = retrack_extractor(config, config.f0_extractor, str(device))
     if note:
         log(f"note: {note}")
-    from diffsvc.model.speakers import parse_speaker
+    from diffsvc.model.speakers import parse_speaker, row_of, singer_name
 
     # songs need a singer (one line listing them when missing); reconstruction uses each piece's own
     singer = (parse_speaker(request.speaker, config.speakers)
@@ -92,13 +92,13 @@ def evaluate(request: EvalRequest, device: torch.device) -> dict:
 
         check_data_matches(config, request.data, str(request.choices[0].path.parent / "config.yaml"))
         manifest = request.data.manifest
-        pieces = [dict(request.data.load(p), speaker=config.speakers.index(manifest.speaker_of(p))
+        pieces = [dict(request.data.load(p), speaker=row_of(manifest.speaker_of(p), config.speakers)
                        if config.speakers else None)
                   for p in evaluation_pieces(request.data, request.max_pieces)]
         if speaker is not None:
             # the singer the songs are converted to (a blend: its singers' audio together)
-            sung = {n for n, _ in singer.parts} if singer is not None else None
-            mine = [p for p in request.data.pieces() if sung is None or manifest.speaker_of(p) in sung]
+            sung = {singer_name(n) for n, _ in singer.parts} if singer is not None else None
+            mine = [p for p in request.data.pieces() if sung is None or singer_name(manifest.speaker_of(p)) in sung]
             train = ([p for p in mine if p.split == "train"] or mine)[:CENTROID_PIECES]
             centroid = speaker.centroid([request.data.load_audio(p) for p in train], config.audio_sample_rate)
             if centroid is None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from dataclasses import dataclass
 
 import torch
@@ -55,6 +56,26 @@ def speaker_embedding_of(model: nn.Module) -> SpeakerEmbedding | None:
     """The model's singer table (GaussianDiffusion or a wrapper with .fs2), or None for one singer."""
     fs2 = getattr(model, "fs2", None)
     return getattr(fs2, EMBEDDING_NAME, None) if fs2 is not None else None
+
+
+def singer_name(name: str) -> str:
+    """A singer's name in Unicode NFC, the one form names are made and compared in: a folder made on
+    macOS spells "ténor" as "te" + U+0301 (NFD), a keyboard types U+00E9; both are the same singer."""
+    return unicodedata.normalize("NFC", name)
+
+
+def row_of(name: str, names: list[str]) -> int:
+    """The row of singer `name` in the table `names`, compared as singer_name; ValueError if absent."""
+    wanted = singer_name(name)
+    for i, listed in enumerate(names):
+        if singer_name(listed) == wanted:
+            return i
+    raise ValueError(f"no singer named {name!r}")
+
+
+def same_singers(a: list[str], b: list[str]) -> bool:
+    """Two singer tables alike, name for name and row for row (compared as singer_name)."""
+    return [singer_name(n) for n in a] == [singer_name(n) for n in b]
 
 
 def speaker_map(names: list[str]) -> dict[str, int]:
@@ -126,13 +147,15 @@ def parse_speaker(text: str | None, names: list[str]) -> SpeakerChoice | None:
             return SpeakerChoice(tuple(names), (1.0,))
         raise DiffSvcError(f"this model sings as several singers; choose one with --speaker NAME or blend them "
                            f"with --speaker \"{names[0]}:0.5,{names[1]}:0.5\" (singers: {listed})")
+    table = {singer_name(n): n for n in names}  # a name is found in whichever Unicode form it is typed
     weights = dict.fromkeys(names, 0.0)
-    if text.strip() in weights:  # a name alone (it may hold ':' or ',')
-        weights[text.strip()] = 1.0
-    for part in ([] if text.strip() in weights and weights[text.strip()] else text.split(",")):
+    whole = singer_name(text.strip())
+    if whole in table:  # a name alone (it may hold ':' or ',')
+        weights[table[whole]] = 1.0
+    for part in ([] if whole in table else text.split(",")):
         name, sep, value = part.rpartition(":") if ":" in part else (part, "", "")
-        name = name.strip()
-        if name not in weights:
+        name = singer_name(name.strip())
+        if name not in table:
             raise DiffSvcError(f"--speaker {text!r}: no singer named {name!r} in this model (singers: {listed})")
         w = 1.0
         if sep:
@@ -143,7 +166,7 @@ def parse_speaker(text: str | None, names: list[str]) -> SpeakerChoice | None:
             if not math.isfinite(w) or w < 0:
                 raise DiffSvcError(f"--speaker {text!r}: the weight of {name!r} must be a number >= 0, got "
                                    f"{value.strip()!r} (e.g. \"{names[0]}:0.7,{names[-1]}:0.3\"; singers: {listed})")
-        weights[name] += w
+        weights[table[name]] += w
     total = sum(weights.values())
     if not total > 0:
         raise DiffSvcError(f"--speaker {text!r}: the weights add up to 0; give at least one singer a weight above 0 "
@@ -154,7 +177,8 @@ def parse_speaker(text: str | None, names: list[str]) -> SpeakerChoice | None:
 def blended_median_hz(choice: SpeakerChoice, medians: dict[str, float]) -> float:
     """The f0 median `--key auto` aims at for a singer or blend: the weighted mean of the singers'
     medians in log2 (semitone) space, i.e. their weighted geometric mean."""
-    missing = [n for n, _ in choice.parts if not medians.get(n, 0) > 0]
+    medians = {singer_name(n): v for n, v in medians.items()}
+    missing = [n for n, _ in choice.parts if not medians.get(singer_name(n), 0) > 0]
     if missing:
         raise DiffSvcError(f"--key auto: no f0 statistics for singer {missing[0]!r}; give --key in semitones")
-    return float(2 ** sum(w * math.log2(medians[n]) for n, w in choice.parts))
+    return float(2 ** sum(w * math.log2(medians[singer_name(n)]) for n, w in choice.parts))

@@ -143,7 +143,9 @@ def config_with_data_stats(base: Config, data: PreparedData) -> Config:
 def check_data_matches(config: Config, data: PreparedData, config_source: str) -> None:
     """The prepared mels must have been made with the model's mel settings, and the data's singers
     must be the project's singer table."""
-    if list(data.manifest.speakers) != list(config.speakers):
+    from diffsvc.model.speakers import same_singers
+
+    if not same_singers(list(data.manifest.speakers), list(config.speakers)):
         def said(names):
             return f"the singers {', '.join(names)}" if names else "one singer"
 
