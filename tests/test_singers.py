@@ -195,6 +195,7 @@ def test_adding_a_singer_later_keeps_the_trained_rows(tmp_path, trained):
     ("alto:-1,ténor:1", "weight of 'alto' must be a number >= 0"),
     ("alto:nan", "must be a number >= 0"),
     ("alto:0,ténor:0", "add up to 0"),
+    ("alto:1e308,alto:1e308", "too large to add up"),  # each finite, their sum is not
 ])
 def test_speaker_errors_are_one_line_listing_the_singers(text, message):
     with pytest.raises(DiffSvcError, match=message) as err:
@@ -209,6 +210,30 @@ def test_blend_weights_are_normalised():
     assert parse_speaker(None, []) is None
     with pytest.raises(DiffSvcError, match="single singer"):
         parse_speaker("alto", [])
+
+
+def test_huge_blend_weights_are_shares_like_any_other():
+    """Weights are scaled by the largest before they are added: 1e308 + 1e308 would be inf (and every
+    weight 0, the label empty)."""
+    for text in ("alto:1e308,ténor:1e308", "alto:1.7e308,ténor:1.7e308"):
+        choice = parse_speaker(text, ["alto", "ténor"])
+        assert choice.weights == pytest.approx((0.5, 0.5)) and choice.label == "alto50-ténor50"
+    choice = parse_speaker("alto:3e307,ténor:1e307", ["alto", "ténor"])
+    assert choice.weights == pytest.approx((0.75, 0.25)) and choice.label == "alto75-ténor25"
+
+
+def test_different_choices_never_share_an_output_name():
+    """A blend keeps the digits of its percentages; singers whose names are made alike for a file
+    name (`a b`, `a_b`) are told apart by a hash of their spelling."""
+    table = ["alto", "ténor"]
+    labels = {parse_speaker(t, table).label
+              for t in ("alto:0.704,ténor:0.296", "alto:0.7,ténor:0.3", "alto:0.705,ténor:0.295", "alto:1,ténor:2")}
+    assert len(labels) == 4 and "alto70-ténor30" in labels and "alto70.4-ténor29.6" in labels
+    assert parse_speaker("alto:1e-9,ténor:1", table).label != parse_speaker("ténor", table).label
+    spaced = ["a b", "a_b", "c"]
+    names = {parse_speaker(t, spaced).label for t in ("a b", "a_b", "a b:1,c:1", "a_b:1,c:1")}
+    assert len(names) == 4 and all(n.startswith("a_b") for n in names)
+    assert parse_speaker("c", spaced).label == "c" and parse_speaker("Tenor Ñ", ["Tenor Ñ", "x"]).label == "Tenor_Ñ"
 
 
 def test_a_config_that_disagrees_with_the_checkpoint_table_is_refused(tmp_path, trained):

@@ -107,11 +107,17 @@ class SpeakerChoice:
 
     @property
     def label(self) -> str:
-        """For file names: `alto`, or `alto70-tenor30` (percent) for a blend."""
+        """For file names: `alto`, or `alto70-tenor30` (percent) for a blend; never empty.
+
+        Two different choices get two labels: a percentage keeps the digits it has (up to 6
+        significant: 70.4 stays `70.4`, 70 is `70`), and a name that file_name_of makes alike to
+        another singer's in the table (`a b`, `a_b`) carries a short hash of its own spelling."""
         parts = self.parts
+        if not parts:
+            raise ValueError("a singer choice needs a weight above 0")
         if len(parts) == 1:
-            return safe_name(parts[0][0])
-        return "-".join(f"{safe_name(n)}{round(100 * w)}" for n, w in parts)
+            return file_name_of(parts[0][0], self.names)
+        return "-".join(f"{file_name_of(n, self.names)}{percent_text(w)}" for n, w in parts)
 
     @property
     def text(self) -> str:
@@ -124,9 +130,28 @@ class SpeakerChoice:
 
 
 def safe_name(name: str) -> str:
-    """A singer's name made safe inside a file name on every system (letters of any script kept)."""
-    cleaned = re.sub(r'[\\/:*?"<>|\s]+', "_", name).strip("._")
+    """A singer's name made safe inside a file name on every system (letters of any script kept,
+    in NFC)."""
+    cleaned = re.sub(r'[\\/:*?"<>|\s]+', "_", singer_name(name)).strip("._")
     return cleaned or "singer"
+
+
+def file_name_of(name: str, table: tuple[str, ...] | list[str]) -> str:
+    """safe_name(name), plus "-" and 6 hex digits of its NFC spelling (BLAKE2s) when another singer of
+    `table` has the same safe_name (`a b` and `a_b`), so their outputs never share a file."""
+    import hashlib
+
+    mine = safe_name(name)
+    if any(safe_name(other) == mine and singer_name(other) != singer_name(name) for other in table):
+        return f"{mine}-{hashlib.blake2s(singer_name(name).encode('utf-8'), digest_size=3).hexdigest()}"
+    return mine
+
+
+def percent_text(weight: float) -> str:
+    """A blend weight (0..1] as a percentage for a file name: the digits it has, up to 6 significant
+    (0.7 -> "70", 0.704 -> "70.4", 1/3 -> "33.3333"); never "0" for a weight above 0."""
+    text = f"{100 * weight:.6g}"
+    return text if float(text) > 0 else f"{100 * weight:.1e}"
 
 
 def parse_speaker(text: str | None, names: list[str]) -> SpeakerChoice | None:
@@ -167,11 +192,16 @@ def parse_speaker(text: str | None, names: list[str]) -> SpeakerChoice | None:
                 raise DiffSvcError(f"--speaker {text!r}: the weight of {name!r} must be a number >= 0, got "
                                    f"{value.strip()!r} (e.g. \"{names[0]}:0.7,{names[-1]}:0.3\"; singers: {listed})")
         weights[table[name]] += w
-    total = sum(weights.values())
-    if not total > 0:
+    if not all(math.isfinite(w) for w in weights.values()):  # a name given twice with a huge weight
+        raise DiffSvcError(f"--speaker {text!r}: the weights are too large to add up; give them as shares such as "
+                           f"\"{names[0]}:0.7,{names[-1]}:0.3\" (singers: {listed})")
+    largest = max(weights.values())
+    if not largest > 0:
         raise DiffSvcError(f"--speaker {text!r}: the weights add up to 0; give at least one singer a weight above 0 "
                            f"(singers: {listed})")
-    return SpeakerChoice(tuple(names), tuple(weights[n] / total for n in names))
+    scaled = {n: w / largest for n, w in weights.items()}  # in [0, 1] first: 1e308 + 1e308 overflows, 1 + 1 not
+    total = sum(scaled.values())
+    return SpeakerChoice(tuple(names), tuple(scaled[n] / total for n in names))
 
 
 def blended_median_hz(choice: SpeakerChoice, medians: dict[str, float]) -> float:
