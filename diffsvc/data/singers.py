@@ -10,8 +10,11 @@ A raw folder with audio directly inside it, or with a single sub-folder, is one 
 (all of its audio, at any depth). Audio directly inside beside two or more sub-folders that hold audio
 is most likely a stray file among singer folders: the dataset check warns, naming those files (and
 preprocess asks before going on when run in a terminal); it is not refused, as one singer's
-sessions in sub-folders with a few takes beside them is a real one-singer layout. The singer table is the sorted list of names; a singer's index is
-its position there (`Manifest.speakers`, then the project's `speakers` and the checkpoints' spk_map).
+sessions in sub-folders with a few takes beside them is a real one-singer layout.
+
+The singer table is the sorted list of names, in Unicode NFC (model.speakers.singer_name); a
+singer's index is its position there (`Manifest.speakers`, then the project's `speakers` and the
+checkpoints' spk_map).
 """
 
 from __future__ import annotations

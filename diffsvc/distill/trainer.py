@@ -42,7 +42,7 @@ class DistillTrainer(Trainer):
                          make_loss=self._make_loss)
         self.teacher_path = Path(teacher) if teacher is not None else None
         self.teacher: LoadedModel | None = None
-        self._created = False  # this run made the student's folder (so a failure before its first checkpoint removes it)
+        self._created = False  # this run made the student's folder (a failure before its first checkpoint removes it)
 
     def run(self):
         """Trainer.run; a run that made a new student's folder and fails (or is stopped) before its
