@@ -427,8 +427,12 @@ def test_distill_a_two_singer_project_and_convert_as_each_singer(duo, capsys):
 
     from diffsvc.cli.main import main
 
+    from diffsvc.config import load_config
+
     write_prepared(duo / "data", n_mels=128, lengths=(40, 48, 44, 52), valid_lengths=(30, 34),
                    singers=("alto", "tenor"))
+    config_path = duo / "models" / "duo" / "config.yaml"  # validate at step 2: the student's and teacher's samples
+    save_config(load_config(config_path).replace(val_check_interval=2, num_valid_plots=2), config_path)
     rc = main(["distill", "--project", "duo", "--data", "data", "--steps", "2", "--device", "cpu", "--workers", "0",
                "--no-progress", "--batch-size", "2"])
     assert rc == 0, capsys.readouterr().err
