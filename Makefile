@@ -14,7 +14,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,fcpe,ui,eval]"
+	$(PY) -m pip install --quiet -e ".[test,fcpe,ui,eval,fast]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -64,6 +64,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output level: follow the input's (default) or keep the model's own (the original)")
     g.add_argument("--window-frames", type=int, help="sampling window in mel frames (default: from free memory)")
     g.add_argument("--batch-size", type=int, help="windows per batch (default: from free memory)")
+    g.add_argument("--cpu-runtime", choices=("auto", "torch", "onnxruntime"),
+                   help="who runs the vocoder on the CPU (default: the project's cpu_runtime, auto: ONNX Runtime "
+                        "when installed, diffsvc[fast]; else torch)")
     g = p.add_argument_group("output")
     g.add_argument("--out", help="output file (one input) or folder (several); default output/SONG_PROJECT_steps_N.wav "
                                   "(SONG_PROJECT_SINGER_steps_N.wav for a multi-singer model)")
@@ -329,6 +332,8 @@ def _convert_all(args, songs, outputs, choice, device, key, singer_median, auto_
         args.shallow = loaded.model.K_step
         print(f"K_step {loaded.model.K_step} < timesteps {loaded.model.num_timesteps}: shallow diffusion from the "
               f"input mel at step {args.shallow}")
+    if args.cpu_runtime:
+        config = config.replace(cpu_runtime=args.cpu_runtime)
     vocoder = load_vocoder_for(config, device)
     encoder = load_content_encoder_for(config, device)
     settings = InferenceSettings(

@@ -66,8 +66,12 @@ def frame_start_phases(generator: Generator, f0: torch.Tensor, initial_phase: to
 
 @torch.no_grad()
 def vocode_in_windows(generator: Generator, mel: torch.Tensor, f0: torch.Tensor, *, window_frames: int,
-                      context_frames: int, crossfade_frames: int) -> torch.Tensor:
-    """ln-mel [B, M, T] and f0 [B, T] -> audio [B, 1, T * hop], at most window + 2 * context frames at a time."""
+                      context_frames: int, crossfade_frames: int, decode=None) -> torch.Tensor:
+    """ln-mel [B, M, T] and f0 [B, T] -> audio [B, 1, T * hop], at most window + 2 * context frames at a time.
+
+    decode: who runs the generator's body, (mel, excitation) -> audio (default generator.decode;
+    the ONNX Runtime session of `NsfHifiGan.use_cpu_runtime`)."""
+    decode = decode or generator.decode
     batch, num_frames = f0.shape
     hop = generator.hop_size
     # drawn exactly as the original's single forward draws it (its first random number)
@@ -87,7 +91,7 @@ def vocode_in_windows(generator: Generator, mel: torch.Tensor, f0: torch.Tensor,
     for i, (start, end) in enumerate(spans):
         lo = min(max(0, start - context_frames), num_frames - length)
         hi = lo + length
-        wav = generator(mel[..., lo:hi], f0[:, lo:hi], initial_phase=phases[:, lo])
+        wav = decode(mel[..., lo:hi], generator.excitation(f0[:, lo:hi], initial_phase=phases[:, lo]))
         wav = wav[..., (start - lo) * hop:(end - lo) * hop]
         if fade and i > 0:
             wav[..., :fade] *= ramp
@@ -117,6 +121,22 @@ class NsfHifiGan(Vocoder):
         self.window_frames = window_frames
         self.context_frames = context_frames
         self.crossfade_frames = crossfade_frames
+        self.cpu_runtime = "torch"
+        self._decode = generator.decode
+
+    def use_cpu_runtime(self, name: str = "auto") -> "NsfHifiGan":
+        """Who runs the generator's body on the CPU: 'auto', 'torch' or 'onnxruntime'
+        (diffsvc.cpu_runtime). The excitation (f0 -> sines and noise, with its random draws)
+        stays in torch either way, so seeded outputs keep the same random stream; a later `to()`
+        onto another device goes back to torch. Errors: ConfigError as resolve_cpu_runtime."""
+        from diffsvc.cpu_runtime import resolve_cpu_runtime
+
+        runtime = resolve_cpu_runtime(name, self.device)
+        self._decode = self.generator.decode
+        if runtime == "onnxruntime":
+            self._decode = _onnx_decode(self.generator, self.n_mels)
+        self.cpu_runtime = runtime
+        return self
 
     title = "NSF-HiFiGAN vocoder"
     weights_key = "vocoder_ckpt"
@@ -134,10 +154,11 @@ class NsfHifiGan(Vocoder):
 
     @classmethod
     def for_config(cls, config, device) -> "NsfHifiGan":
-        """The generator at `config.vocoder_ckpt` (config.json beside it); CheckpointError if missing."""
+        """The generator at `config.vocoder_ckpt` (config.json beside it), run on the CPU by
+        config.cpu_runtime; CheckpointError if missing, ConfigError for an unusable cpu_runtime."""
         from diffsvc.vocoder.loading import load_vocoder
 
-        return load_vocoder(config.vocoder_ckpt, device)
+        return load_vocoder(config.vocoder_ckpt, device).use_cpu_runtime(config.cpu_runtime)
 
     @property
     def device(self) -> torch.device:
@@ -145,6 +166,8 @@ class NsfHifiGan(Vocoder):
 
     def to(self, device) -> "NsfHifiGan":
         self.generator.to(device)
+        if self.cpu_runtime != "torch" and self.device.type != "cpu":
+            self._decode, self.cpu_runtime = self.generator.decode, "torch"
         return self
 
     @torch.no_grad()
@@ -156,6 +179,31 @@ class NsfHifiGan(Vocoder):
         mel = log10_to_ln(mel_log10.to(device, torch.float32)).T[None]
         f0 = f0_hz.to(device, torch.float32)[None]
         if mel.shape[-1] <= self.window_frames:
-            return self.generator(mel, f0)[0, 0]  # one pass: the original's numbers and random draws
+            # one pass: the original's numbers and random draws (its forward is decode(mel, excitation(f0)))
+            return self._decode(mel, self.generator.excitation(f0))[0, 0].to(device)
         return vocode_in_windows(self.generator, mel, f0, window_frames=self.window_frames,
-                                 context_frames=self.context_frames, crossfade_frames=self.crossfade_frames)[0, 0]
+                                 context_frames=self.context_frames, crossfade_frames=self.crossfade_frames,
+                                 decode=self._decode)[0, 0].to(device)
+
+
+class _Body(torch.nn.Module):
+    """The generator's deterministic body as a module of its own (what ONNX Runtime runs)."""
+
+    def __init__(self, generator: Generator):
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, mel: torch.Tensor, har_source: torch.Tensor) -> torch.Tensor:
+        return self.generator.decode(mel, har_source)
+
+
+def _onnx_decode(generator: Generator, n_mels: int):
+    """generator.decode as an ONNX Runtime session (batch and length free)."""
+    from diffsvc.cpu_runtime import OnnxModule
+
+    frames = 8
+    mel = torch.zeros(1, n_mels, frames)
+    har = torch.zeros(1, 1, frames * generator.hop_size)
+    return OnnxModule(_Body(generator).eval(), (mel, har), input_names=("mel", "har_source"), output_names=("audio",),
+                      dynamic_axes={"mel": {0: "batch", 2: "frames"}, "har_source": {0: "batch", 2: "samples"},
+                                    "audio": {0: "batch", 2: "samples"}})
