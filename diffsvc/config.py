@@ -37,7 +37,7 @@ CONTENT_ENCODER_NAMES = _registered("diffsvc.features.content", "CONTENT_ENCODER
 F0_EXTRACTOR_NAMES = _registered("diffsvc.features.f0", "F0_EXTRACTORS")
 SAMPLER_NAMES = _registered("diffsvc.sampling", "SAMPLERS")
 VOCODER_NAMES = _registered("diffsvc.vocoder", "VOCODERS")
-CPU_RUNTIMES = ("auto", "torch", "onnxruntime")  # diffsvc.cpu_runtime
+CPU_RUNTIMES = ("auto", "torch", "onnxruntime", "bf16")  # diffsvc.cpu_runtime
 
 # The shipped configs are package data (diffsvc/configs/*.yaml, listed in pyproject.toml), found
 # through the package itself, so they load wherever diffsvc is installed: a wheel, `pip install .`,
@@ -176,9 +176,10 @@ class Config:
     sampler: str = _f("ddim", "sampler for infer (benchmarks/sampler.py: ddim 20 is as close to the reference as "
                       "the original PLMS-50 at 2.6x fewer calls)", choices=SAMPLER_NAMES)
     sampling_steps: int = _f(20, "denoiser steps for infer (ddpm ignores it)", min=1)
-    cpu_runtime: str = _f("auto", "who runs the NSF-HiFiGAN vocoder on the CPU: auto (ONNX Runtime when installed, "
-                          "diffsvc[fast]; else torch), torch, or onnxruntime (benchmarks/results/pipeline-30s.md)",
-                          choices=CPU_RUNTIMES)
+    cpu_runtime: str = _f("auto", "how infer runs on the CPU: torch (fp32, the original), onnxruntime (the vocoder "
+                          "in ONNX Runtime, fp32; diffsvc[fast]), bf16 (content encoder, denoiser and vocoder in "
+                          "bfloat16), auto (bf16 on CPUs with native bf16, else onnxruntime when installed, else "
+                          "torch; benchmarks/results/pipeline-30s.md)", choices=CPU_RUNTIMES)
 
     # --- a distilled student (written by `diffsvc distill`; empty for a model trained by `train`) ---
     distill: dict = _f({}, "what this model is when it is a distilled student: method, teacher (path, step), "

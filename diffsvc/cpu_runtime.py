@@ -1,35 +1,38 @@
-"""Running a model's inference forward in ONNX Runtime on the CPU, with torch as the fall-back.
+"""How inference runs on the CPU: torch fp32, ONNX Runtime for the vocoder, or bfloat16.
 
-The config key `cpu_runtime` (and `diffsvc infer --cpu-runtime`) chooses who runs the NSF-HiFiGAN
-vocoder's convolution stack on the CPU:
+The config key `cpu_runtime` (and `diffsvc infer --cpu-runtime`) chooses:
 
-- `auto` (the default): ONNX Runtime when it is installed (`pip install diffsvc[fast]`), else torch;
-- `torch`: torch's eager fp32 kernels (what the original did);
-- `onnxruntime`: ONNX Runtime, or a ConfigError naming the extra to install.
+- `torch`: torch's eager fp32 kernels everywhere (what the original did; its exact numbers);
+- `onnxruntime`: the NSF-HiFiGAN vocoder's convolution stack in ONNX Runtime (`pip install
+  diffsvc[fast]`), fp32: torch's module exported in memory with `torch.onnx.export` (nothing
+  written to disk or downloaded); its output equals torch's within float rounding (measured 2e-7
+  absolute on the release-size vocoder). The rest stays torch fp32;
+- `bf16`: the content encoder (autocast), the denoiser (autocast) and the vocoder's convolution
+  stack (a bfloat16 copy of its weights) in bfloat16 through oneDNN; the vocoder's harmonic
+  source, the sampler's arithmetic and everything between stages stay float32. On CPUs with
+  native bf16 (AVX512-BF16, AMX) this halves the work of each of the three models; elsewhere it
+  runs, emulated and slower;
+- `auto` (the default): bf16 where the CPU has native bf16, else onnxruntime when it is
+  installed, else torch.
 
-On a GPU torch always runs (the setting is about the CPU). ONNX Runtime computes the same fp32
-graph (torch's module exported in memory with `torch.onnx.export`; nothing is written to disk or
-downloaded): its output equals torch's within float rounding (tests/test_cpu_runtime.py checks
-1e-4 of the peak on a tiny model; measured 2e-7 absolute on the release-size vocoder), and on
-the CPU it ran the release-size vocoder with 2.2x less CPU time than torch (benchmarks/results/
-pipeline-30s.md). Why it wins there: the vocoder's late stages are convolutions with 16 to 64
-channels over 100k samples, where torch's oneDNN path spends its time in layout reorders and
-separate elementwise passes (leaky ReLU, residual adds) that ONNX Runtime fuses into its kernels.
-
-bf16 was measured too (torch.autocast / bf16 weights on avx512_bf16): less gain than ONNX Runtime
-(1.9x less CPU on the vocoder) at 50 dB SNR instead of float rounding, so it is not used.
+On a GPU torch runs as configured (the setting is about the CPU). Measured quality of bf16
+against fp32 at full size (random weights, benchmarks/cpu_quality.py, results in
+benchmarks/results/pipeline-30s.md) and the tolerance accepted: see the README's "Speed on the CPU".
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
+from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from diffsvc.config import CPU_RUNTIMES
 from diffsvc.errors import ConfigError
+
 INSTALL_HINT = "pip install 'diffsvc[fast]' (onnxruntime and onnx)"
 
 
@@ -43,21 +46,39 @@ def onnxruntime_available() -> bool:
     return True
 
 
-def resolve_cpu_runtime(name: str, device: torch.device | str) -> str:
-    """'torch' or 'onnxruntime' for the setting `name` on `device`.
+def native_bf16() -> bool:
+    """True when this CPU computes bfloat16 in hardware (the avx512_bf16 or amx_bf16 flag, Linux)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
-    auto: onnxruntime on the CPU when installed, else torch; any setting gives torch off the CPU.
-    Errors: ConfigError for an unknown name, or for 'onnxruntime' when it is not installed."""
+
+def resolve_cpu_runtime(name: str, device: torch.device | str) -> str:
+    """'torch', 'onnxruntime' or 'bf16' for the setting `name` on `device` (see the module doc).
+
+    Any setting gives 'torch' off the CPU. Errors: ConfigError for an unknown name, or for
+    'onnxruntime' when it is not installed."""
     if name not in CPU_RUNTIMES:
         raise ConfigError(f"cpu_runtime: {name!r} is not one of {', '.join(CPU_RUNTIMES)}")
     if torch.device(device).type != "cpu" or name == "torch":
         return "torch"
+    if name == "bf16" or (name == "auto" and native_bf16()):
+        return "bf16"
     if onnxruntime_available():
         return "onnxruntime"
     if name == "onnxruntime":
         raise ConfigError(f"cpu_runtime: onnxruntime is not installed; {INSTALL_HINT}, "
                           "or use cpu_runtime: auto (torch when it is missing)")
     return "torch"
+
+
+def autocast_for(runtime: str):
+    """The context a model call runs in under `runtime`: bf16 autocast on the CPU, else nothing."""
+    if runtime == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 class OnnxModule:
@@ -89,7 +110,6 @@ class OnnxModule:
         self.input_names = list(input_names)
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        feeds = {name: x.detach().cpu().contiguous().numpy()
-                 for name, x in zip(self.input_names, inputs)}
+        feeds = {name: x.detach().cpu().contiguous().numpy() for name, x in zip(self.input_names, inputs)}
         outputs = [torch.from_numpy(o) for o in self.session.run(None, feeds)]
         return outputs[0] if len(outputs) == 1 else tuple(outputs)

@@ -47,15 +47,25 @@ def test_onnxruntime_vocoder_equals_torch_fp32(frames, window):
     assert reference.abs().max() > 0.01  # the comparison is not between two silences
 
 
-def test_auto_is_onnxruntime_on_the_cpu_and_torch_elsewhere():
+def test_auto_is_bf16_on_native_bf16_cpus_else_onnxruntime_and_torch_off_the_cpu(monkeypatch):
+    import diffsvc.cpu_runtime as cpu_runtime
+
     assert onnxruntime_available()  # `make test` installs diffsvc[fast]
+    monkeypatch.setattr(cpu_runtime, "native_bf16", lambda: True)
+    assert resolve_cpu_runtime("auto", "cpu") == "bf16"
+    assert resolve_cpu_runtime("onnxruntime", "cpu") == "onnxruntime"
+    monkeypatch.setattr(cpu_runtime, "native_bf16", lambda: False)
     assert resolve_cpu_runtime("auto", "cpu") == "onnxruntime"
+    assert resolve_cpu_runtime("bf16", "cpu") == "bf16"  # asked for: runs (emulated, slower)
     assert resolve_cpu_runtime("torch", "cpu") == "torch"
     assert resolve_cpu_runtime("onnxruntime", torch.device("cuda", 0)) == "torch"  # a CPU setting
 
 
 def test_without_onnxruntime_auto_falls_back_to_torch_and_a_named_request_is_one_line(tmp_path, monkeypatch):
+    import diffsvc.cpu_runtime as cpu_runtime
+
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
+    monkeypatch.setattr(cpu_runtime, "native_bf16", lambda: False)  # a CPU without bf16
     assert not onnxruntime_available()
     folder = tmp_path / "nsf_hifigan"
     generator = small_generator()
@@ -74,3 +84,57 @@ def test_cpu_runtime_setting_is_checked():
         config_from_dict({"cpu_runtime": "tensorrt"}, "config.yaml")
     with pytest.raises(ConfigError, match="not one of auto, torch, onnxruntime"):
         resolve_cpu_runtime("tensorrt", "cpu")
+
+
+def test_bf16_vocoder_stays_within_the_tolerance_of_fp32():
+    """bf16 rounds (8 bits of mantissa): accepted when the audio keeps >= 30 dB SNR against fp32
+    (measured 50 dB here and on the release-size vocoder; the source's noise under another seed
+    alone gives 22 dB: benchmarks/results/cpu-quality.md)."""
+    reference = vocode(tiny_vocoder(64), 150)
+    fast = tiny_vocoder(64).use_cpu_runtime("bf16")
+    assert fast.cpu_runtime == "bf16"
+    out = vocode(fast, 150)
+    assert out.dtype == torch.float32 and out.shape == reference.shape
+    error = (out - reference).pow(2).sum()
+    assert 0 < error and 10 * torch.log10(reference.pow(2).sum() / error) >= 30  # rounded, not exact, not broken
+
+
+def test_the_pipeline_in_bf16_or_onnxruntime_stays_within_the_tolerance_of_fp32(tmp_path, monkeypatch):
+    """Whole conversions of a tiny model (NSF-HiFiGAN vocoder, the denoiser's output projection
+    randomised so that its prediction reaches the mel): onnxruntime's audio equals torch's within
+    float rounding; bf16's sampled mel moves less than a tenth as far as another seed moves it
+    under torch fp32 (the spread nobody hears as another conversion), and its audio keeps the
+    vocoder's 30 dB SNR. Measured: 0.003 against 2.2 (log10 units), SNR 48 dB."""
+    from audio_synth import synth_voice
+    from diffsvc.inference.components import load_content_encoder_for, load_vocoder_for
+    from diffsvc.inference.pipeline import InferenceSettings, SongConverter
+    from diffsvc.inference.project import choose_checkpoint, load_checkpoint
+    from infer_fixture import write_project
+
+    write_project(tmp_path, "singer", vocoder="nsf-hifigan")
+    monkeypatch.chdir(tmp_path)
+    loaded = load_checkpoint(choose_checkpoint(tmp_path / "models", "singer"), torch.device("cpu"))
+    with torch.no_grad():
+        projection = loaded.model.denoise_fn.output_projection.weight
+        projection.copy_(torch.randn(projection.shape, generator=torch.Generator().manual_seed(0))
+                         * projection.shape[1] ** -0.5)
+    c = loaded.config
+    encoder, vocoder = load_content_encoder_for(c, "cpu"), load_vocoder_for(c, "cpu")
+    wav, _ = synth_voice(2.0, c.audio_sample_rate, seed=1)
+    wav = wav.astype("float32")
+
+    def convert(runtime: str, seed: int = 0):
+        settings = InferenceSettings(sampler="ddim", sampling_steps=4, f0_method="parselmouth", cpu_runtime=runtime)
+        conv = SongConverter(loaded, encoder, vocoder, "cpu", settings)
+        assert conv.cpu_runtime == runtime == vocoder.cpu_runtime
+        return conv.convert(wav, conv.analyse(wav), seed=seed)
+
+    reference = convert("torch")
+    spread = abs(convert("torch", seed=1).mel_out - reference.mel_out).mean()
+    onnx = convert("onnxruntime")
+    assert abs(onnx.audio - reference.audio).max() <= TOLERANCE * abs(reference.audio).max()
+    assert abs(onnx.mel_out - reference.mel_out).max() == 0  # the vocoder's change only
+    bf16 = convert("bf16")
+    assert 0 < abs(bf16.mel_out - reference.mel_out).mean() < spread / 10
+    error = ((bf16.audio - reference.audio) ** 2).sum()
+    assert 0 < error and 10 * torch.log10(torch.tensor((reference.audio ** 2).sum() / error)) >= 30

@@ -244,12 +244,14 @@ def test_vocoder_windows_stay_short_and_differ_only_by_noise():
     vocoder = NsfHifiGan(generator, mel_settings(SMALL_CONFIG), window_frames=64, context_frames=16,
                          crossfade_frames=8)
     seen = []
-    generator.register_forward_pre_hook(lambda module, args, kwargs: seen.append(args[0].shape[-1]), with_kwargs=True)
+    # conv_pre takes the mel first in the generator's body: the frames each run sees
+    generator.conv_pre.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[-1]))
     mel_ln, f0 = voiced_inputs(200)
     f0[:, 80:120] = 0
     torch.manual_seed(5)
     windowed = vocoder.vocode(mel_ln[0].T / LOG10_TO_LN, f0[0])
     assert max(seen) <= 64 + 2 * 16 and len(seen) == len(window_spans(200, 64, 8))
+    seen.clear()
     with torch.no_grad():
         torch.manual_seed(5)
         single = generator(mel_ln, f0)[0, 0]

@@ -64,9 +64,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output level: follow the input's (default) or keep the model's own (the original)")
     g.add_argument("--window-frames", type=int, help="sampling window in mel frames (default: from free memory)")
     g.add_argument("--batch-size", type=int, help="windows per batch (default: from free memory)")
-    g.add_argument("--cpu-runtime", choices=("auto", "torch", "onnxruntime"),
-                   help="who runs the vocoder on the CPU (default: the project's cpu_runtime, auto: ONNX Runtime "
-                        "when installed, diffsvc[fast]; else torch)")
+    g.add_argument("--cpu-runtime", choices=("auto", "torch", "onnxruntime", "bf16"),
+                   help="how the models run on the CPU: torch (fp32, the original's numbers), onnxruntime (the "
+                        "vocoder in ONNX Runtime, fp32; diffsvc[fast]), bf16, or auto (default: the project's "
+                        "cpu_runtime; auto is bf16 on CPUs with native bf16, else onnxruntime when installed)")
     g = p.add_argument_group("output")
     g.add_argument("--out", help="output file (one input) or folder (several); default output/SONG_PROJECT_steps_N.wav "
                                   "(SONG_PROJECT_SINGER_steps_N.wav for a multi-singer model)")
@@ -342,7 +343,7 @@ def _convert_all(args, songs, outputs, choice, device, key, singer_median, auto_
         window_frames=args.window_frames, batch_size=args.batch_size, out_of_range=args.out_of_range,
         follow_loudness=args.loudness == "input",
         progress=not args.quiet and (args.progress or sys.stderr.isatty()),
-        speaker=None if speaker is None else speaker.tensor()[0])
+        speaker=None if speaker is None else speaker.tensor()[0], cpu_runtime=config.cpu_runtime)
     converter = SongConverter(loaded, encoder, vocoder, device, settings)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     sr = config.audio_sample_rate

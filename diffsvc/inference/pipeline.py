@@ -46,6 +46,7 @@ import torch
 from diffsvc.audio.mel import CLAMP, MelExtractor
 from diffsvc.audio.slicer import DEFAULT_RELATIVE_DB, SongLevel, frame_energy_db, measure_level, split_for_inference
 from diffsvc.checkpoint import LoadedModel
+from diffsvc.cpu_runtime import autocast_for, resolve_cpu_runtime
 from diffsvc.features.align import align_content_to_mel
 from diffsvc.features.f0 import make_f0_extractor
 from diffsvc.features.pitch import denorm_f0, norm_interp_f0, shift_key
@@ -82,6 +83,7 @@ class InferenceSettings:
     out_of_range: str = "fold"  # voiced f0 outside [f0_min, f0_max] after the key shift: fold, clamp, original
     progress: bool = False
     speaker: torch.Tensor | None = None  # multi-singer models: blend weights [n_singers] (SpeakerChoice.tensor)
+    cpu_runtime: str | None = None  # torch, onnxruntime, bf16, auto (diffsvc.cpu_runtime); None: the config's
 
 
 @dataclass(frozen=True)
@@ -311,6 +313,10 @@ class SongConverter:
         self._f0_extractor = None
         self._bytes_per_frame = None
         self._last_plan: WindowPlan | None = None
+        # one choice for all three models (the vocoder keeps what it built for each runtime)
+        self.cpu_runtime = resolve_cpu_runtime(self.settings.cpu_runtime or self.config.cpu_runtime, self.device)
+        if hasattr(vocoder, "use_cpu_runtime"):
+            vocoder.use_cpu_runtime(self.cpu_runtime)
 
     # --- analysis ---------------------------------------------------------------------------
     def f0_extractor(self):
@@ -449,7 +455,8 @@ class SongConverter:
             a, b = render_frames(s, self.hop)
             piece = self._stretch_wav(wav, s)
             mel_in = self.mel(torch.from_numpy(piece))[: b - a]
-            units = self.encoder.encode(piece, self.sample_rate)
+            with autocast_for(self.cpu_runtime):
+                units = self.encoder.encode(piece, self.sample_rate).float()
             mel2ph = torch.from_numpy(align_content_to_mel(units.shape[0], b - a))
             f0_log2, _ = norm_interp_f0(f0_hz[a:b])
             if key is not None:
@@ -536,14 +543,15 @@ class SongConverter:
             ref.append(torch.nn.functional.pad(it.mel_in[w.lo:w.hi], (0, 0, 0, pad)))
         th = max(u.shape[0] for u in units)
         units_b = torch.stack([torch.nn.functional.pad(u, (0, 0, 0, th - u.shape[0])) for u in units]).to(dev)
-        out = self.model.sample(
-            units_b, torch.stack(mel2ph).to(dev), torch.stack(f0).to(dev), sampler,
-            lengths=torch.tensor([w.length for w, _, _ in batch], device=dev),
-            ref_mel=torch.stack(ref).to(dev) if self.settings.shallow_step else None,
-            shallow_step=self.settings.shallow_step, noise=torch.stack(noise).to(dev), generator=generator,
-            progress=progress, speaker=None if self.settings.speaker is None
-            else self.settings.speaker.reshape(1, -1).to(dev).expand(len(batch), -1))
-        return [out[i, :w.length] for i, (w, _, _) in enumerate(batch)]
+        with autocast_for(self.cpu_runtime):  # bf16: the denoiser's convolutions (the sampler's sums stay fp32)
+            out = self.model.sample(
+                units_b, torch.stack(mel2ph).to(dev), torch.stack(f0).to(dev), sampler,
+                lengths=torch.tensor([w.length for w, _, _ in batch], device=dev),
+                ref_mel=torch.stack(ref).to(dev) if self.settings.shallow_step else None,
+                shallow_step=self.settings.shallow_step, noise=torch.stack(noise).to(dev), generator=generator,
+                progress=progress, speaker=None if self.settings.speaker is None
+                else self.settings.speaker.reshape(1, -1).to(dev).expand(len(batch), -1))
+        return [out[i, :w.length].float() for i, (w, _, _) in enumerate(batch)]
 
 
 def group_stretches(window_counts: list[int], batch_size: int) -> list[list[int]]:

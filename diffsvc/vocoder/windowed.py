@@ -123,19 +123,21 @@ class NsfHifiGan(Vocoder):
         self.crossfade_frames = crossfade_frames
         self.cpu_runtime = "torch"
         self._decode = generator.decode
+        self._decoders = {"torch": generator.decode}
 
     def use_cpu_runtime(self, name: str = "auto") -> "NsfHifiGan":
-        """Who runs the generator's body on the CPU: 'auto', 'torch' or 'onnxruntime'
-        (diffsvc.cpu_runtime). The excitation (f0 -> sines and noise, with its random draws)
-        stays in torch either way, so seeded outputs keep the same random stream; a later `to()`
-        onto another device goes back to torch. Errors: ConfigError as resolve_cpu_runtime."""
+        """Who runs the generator's body on the CPU: 'auto', 'torch', 'onnxruntime' or 'bf16'
+        (diffsvc.cpu_runtime; each built once and kept). The excitation (f0 -> sines and noise,
+        with its random draws) stays in torch fp32 either way, so seeded outputs keep the same
+        random stream; a later `to()` onto another device goes back to torch. Errors:
+        ConfigError as resolve_cpu_runtime."""
         from diffsvc.cpu_runtime import resolve_cpu_runtime
 
         runtime = resolve_cpu_runtime(name, self.device)
-        self._decode = self.generator.decode
-        if runtime == "onnxruntime":
-            self._decode = _onnx_decode(self.generator, self.n_mels)
-        self.cpu_runtime = runtime
+        if runtime not in self._decoders:
+            self._decoders[runtime] = (_onnx_decode(self.generator, self.n_mels) if runtime == "onnxruntime" else
+                                       _bf16_decode(self.generator))
+        self._decode, self.cpu_runtime = self._decoders[runtime], runtime
         return self
 
     title = "NSF-HiFiGAN vocoder"
@@ -166,7 +168,8 @@ class NsfHifiGan(Vocoder):
 
     def to(self, device) -> "NsfHifiGan":
         self.generator.to(device)
-        if self.cpu_runtime != "torch" and self.device.type != "cpu":
+        if self.device.type != "cpu":
+            self._decoders = {"torch": self.generator.decode}
             self._decode, self.cpu_runtime = self.generator.decode, "torch"
         return self
 
@@ -195,6 +198,18 @@ class _Body(torch.nn.Module):
 
     def forward(self, mel: torch.Tensor, har_source: torch.Tensor) -> torch.Tensor:
         return self.generator.decode(mel, har_source)
+
+
+def _bf16_decode(generator: Generator):
+    """generator.decode on a bfloat16 copy of its weights: float32 in, float32 out."""
+    import copy
+
+    body = copy.deepcopy(generator).to(torch.bfloat16)
+
+    def decode(mel: torch.Tensor, har_source: torch.Tensor) -> torch.Tensor:
+        return body.decode(mel.to(torch.bfloat16), har_source.to(torch.bfloat16)).float()
+
+    return decode
 
 
 def _onnx_decode(generator: Generator, n_mels: int):
