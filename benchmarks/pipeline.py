@@ -11,8 +11,9 @@ config). f0: parselmouth for every run, to keep f0 out of the comparison.
 Runs, all on the same song, model, encoders and start seed:
 - original way: PLMS 50 steps (speedup 20), one stretch at a time in one pass (no windows, batch
   1), the vocoder in one pass per stretch, the whole song in memory, no thread or inference-mode
-  settings beyond torch's defaults (what the original's infer.py does);
-- ours: DDIM 20 (the default), DPM-Solver++ 10, and the distilled student at 1 and 2 steps when
+  settings beyond torch's defaults, every model in torch fp32 (what the original's infer.py does);
+- ours: DDIM 20 (the default) under each `--runtimes` cpu_runtime (torch fp32, onnxruntime, auto:
+  diffsvc.cpu_runtime), DPM-Solver++ 10, and the distilled student at 1 and 2 steps when
   this checkout has the student sampler (`diffsvc distill`, --sampler consistency): from
   `--student PATH`, or else the random-weight model sampled as a student (the same DiffNet, so the
   same cost per step).
@@ -246,17 +247,28 @@ def student_available(student: str | None) -> str:
 
 
 def runs_for(args) -> list[dict]:
+    """The original (torch fp32, as its code runs), then ours: DDIM 20 under each of
+    args.runtimes (cpu_runtime; `auto` is the default), DPM-Solver++ 10 and the student under auto."""
+    from diffsvc.cpu_runtime import resolve_cpu_runtime
+
+    def named(runtime: str) -> str:
+        return f"auto = {resolve_cpu_runtime('auto', 'cpu')}" if runtime == "auto" else runtime
+
     runs = [
-        dict(key="original", label="original way: PLMS 50, one stretch at a time, one pass each", original=True,
-             settings=dict(sampler="plms", sampling_steps=50, batch_size=1, window_frames=10**6)),
-        dict(key="ddim20", label="ours: DDIM 20 (the default)", original=False,
-             settings=dict(sampler="ddim", sampling_steps=20)),
-        dict(key="dpm10", label="ours: DPM-Solver++ 10", original=False,
-             settings=dict(sampler="dpm-solver++", sampling_steps=10)),
+        dict(key="original", label="original way: PLMS 50, one stretch at a time, one pass each, torch fp32",
+             original=True, settings=dict(sampler="plms", sampling_steps=50, batch_size=1, window_frames=10**6,
+                                          cpu_runtime="torch")),
     ]
+    for runtime in args.runtimes:
+        runs.append(dict(key="ddim20" if runtime == "auto" else f"ddim20-{runtime}",
+                         label=f"ours: DDIM 20 (the default), cpu_runtime {named(runtime)}", original=False,
+                         settings=dict(sampler="ddim", sampling_steps=20, cpu_runtime=runtime)))
+    runs.append(dict(key="dpm10", label=f"ours: DPM-Solver++ 10, cpu_runtime {named('auto')}", original=False,
+                     settings=dict(sampler="dpm-solver++", sampling_steps=10, cpu_runtime="auto")))
     for steps in args.student_steps:
-        runs.append(dict(key=f"student{steps}", label=f"ours: the student, {steps} step(s)", original=False,
-                         student=True, settings=dict(sampler="consistency", sampling_steps=steps)))
+        runs.append(dict(key=f"student{steps}", label=f"ours: the student, {steps} step(s), cpu_runtime {named('auto')}",
+                         original=False, student=True,
+                         settings=dict(sampler="consistency", sampling_steps=steps, cpu_runtime="auto")))
     return runs
 
 
@@ -268,6 +280,8 @@ def main() -> None:
     p.add_argument("--student", help="a student checkpoint from `diffsvc distill` (default: the random model "
                                      "sampled as a student; the rows run when this checkout has the student sampler)")
     p.add_argument("--student-steps", type=int, nargs="*", default=[1, 2])
+    p.add_argument("--runtimes", nargs="*", default=["torch", "onnxruntime", "auto"],
+                   help="cpu_runtime settings to run DDIM 20 under (auto: the default; its row is the headline)")
     p.add_argument("--tiny", action="store_true", help="tiny models, 3 s song: a check that the script runs")
     p.add_argument("--out", default=None, help="result file name under benchmarks/results/")
     p.add_argument("--note", default="", help="a paragraph added under the tables (what was unusual about this run)")
