@@ -455,7 +455,8 @@ class SongConverter:
             a, b = render_frames(s, self.hop)
             piece = self._stretch_wav(wav, s)
             mel_in = self.mel(torch.from_numpy(piece))[: b - a]
-            with autocast_for(self.cpu_runtime):
+            # bf16 for HuBERT/ContentVec; the weight-free stand-in is signal processing: kept exact
+            with autocast_for("torch" if self.encoder.is_standin else self.cpu_runtime):
                 units = self.encoder.encode(piece, self.sample_rate).float()
             mel2ph = torch.from_numpy(align_content_to_mel(units.shape[0], b - a))
             f0_log2, _ = norm_interp_f0(f0_hz[a:b])
