@@ -149,6 +149,8 @@ def main() -> None:
         "",
         "The first row is what changes between two runs of torch fp32 that differ only in the seed (for the "
         "vocoder: its source's noise): a difference of that size is not a different conversion.", "",
+        "The tolerance accepted for a runtime that rounds (bf16): each of its differences stays below that "
+        "spread, and the whole pipeline's below half of it. onnxruntime only reorders fp32 sums.", "",
     ])
     path = write_result("cpu-quality-tiny.md" if args.tiny else "cpu-quality.md", text)
     print(text)
