@@ -50,8 +50,14 @@ TRAIN_LENGTHS = tuple(40 + (7 * i) % 61 for i in range(32))
 VALID_LENGTHS = (50, 64, 72, 90)
 
 
-def teacher_config(n_mels: int) -> Config:
-    return Config(audio_num_mel_bins=n_mels, keep_bins=n_mels, residual_layers=4, residual_channels=32,
+RECIPES = {  # the training recipe of the teacher (and so of its student): README "The training recipe"
+    "original": dict(ema_decay=0.0, loss_weighting="none", prediction="eps"),
+    "ours": dict(ema_decay=0.999, loss_weighting="clamped-snr", min_snr_gamma=5.0, prediction="x0"),
+}
+
+
+def teacher_config(n_mels: int, recipe: str = "original") -> Config:
+    return Config(**RECIPES[recipe], audio_num_mel_bins=n_mels, keep_bins=n_mels, residual_layers=4, residual_channels=32,
                   crop_frames=0, ds_workers=0, lr=2e-3, decay_steps=1500, max_sentences=8, val_check_interval=100000,
                   num_ckpt_keep=1, log_interval=100, num_valid_plots=0, sampler="ddim", sampling_steps=20,
                   spec_min=[-5.0], spec_max=[0.0]).validate("<benchmark>")
@@ -62,6 +68,8 @@ def main(argv=None) -> int:
     parser.add_argument("--teacher-steps", type=int, default=2000)
     parser.add_argument("--distill-steps", type=int, default=1500)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="original",
+                        help="the teacher's training recipe: original (eps, as distill.md) or ours (EMA, clamped-SNR, x0)")
     parser.add_argument("--n-mels", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: small models run faster on one thread of a busy machine)")
@@ -75,7 +83,7 @@ def main(argv=None) -> int:
         work = args.workdir or Path(tmp)
         started = time.perf_counter()
         data = write_prepared(work / "prepared", n_mels=args.n_mels, lengths=TRAIN_LENGTHS, valid_lengths=VALID_LENGTHS)
-        save_config(teacher_config(args.n_mels), work / "teacher.yaml")
+        save_config(teacher_config(args.n_mels, args.recipe), work / "teacher.yaml")
         project = Project(work / "models" / "singer")
         opts = dict(data_dir=data, device="cpu", workers=0, progress=False)
         teacher = train(TrainOptions(project=project, base_config=work / "teacher.yaml",
@@ -91,7 +99,7 @@ def main(argv=None) -> int:
     k = len(losses) // 10 or 1
     text = "\n".join([
         "# Distillation benchmark", "",
-        f"Machine: {machine_line(torch.device('cpu'))}. Teacher: DiffNet {teacher_config(args.n_mels).residual_layers}"
+        f"Machine: {machine_line(torch.device('cpu'))}. Teacher ({args.recipe} recipe: {RECIPES[args.recipe]}): DiffNet {teacher_config(args.n_mels).residual_layers}"
         f"x{teacher_config(args.n_mels).residual_channels}, {args.n_mels} mel bins, trained {args.teacher_steps} steps "
         f"({teacher_s:.0f} s) on synthetic prepared data ({len(TRAIN_LENGTHS)} pieces); student: consistency "
         f"distillation, {args.distill_steps} steps ({distill_s:.0f} s; distillation loss {sum(losses[:k]) / k:.4g} "
