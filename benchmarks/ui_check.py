@@ -42,9 +42,7 @@ import sys
 import tempfile
 import time
 import traceback
-import urllib.request
 from pathlib import Path
-from subprocess import STDOUT
 
 import numpy as np
 
@@ -220,33 +218,11 @@ def demo_project(demo: Path) -> dict:
 
 @contextlib.contextmanager
 def ui_server(root: Path):
-    from procs import started
-    from test_ui_browser import _free_port, _kill_group
+    """`diffsvc ui` on a free port in `root` (the tests' fixture, with this checkout on PYTHONPATH)."""
+    from ui_fixture import ui_server as started_ui
 
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/"
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO))
-    log_path = root / "ui-server.log"
-    with open(log_path, "wb") as log, started([sys.executable, "-m", "diffsvc", "ui", "--port", str(port)], cwd=root,
-                                              stdout=log, stderr=STDOUT, env=env) as proc:
-        try:
-            deadline = time.time() + 300
-            while True:
-                try:
-                    with urllib.request.urlopen(url, timeout=2) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    pass
-                if proc.poll() is not None or time.time() > deadline:
-                    raise SystemExit(f"diffsvc ui did not start:\n{log_path.read_text()[-3000:]}")
-                time.sleep(0.5)
-            yield url
-        finally:
-            for job in (root / "models" / ".ui" / "jobs").glob("*/job.json"):
-                pid = json.loads(job.read_text()).get("pid")
-                if pid:
-                    _kill_group(pid)  # background jobs lead their own groups
+    with started_ui(root, start_timeout_s=300, env=dict(os.environ, PYTHONPATH=str(REPO))) as url:
+        yield url
 
 
 @contextlib.contextmanager

@@ -15,13 +15,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import sys
 import time
-import urllib.request
 from pathlib import Path
-from subprocess import STDOUT
 
 import numpy as np
 import pytest
@@ -29,10 +24,9 @@ import soundfile as sf
 import yaml
 
 from audio_synth import synth_voice
-from procs import started
 from test_end_to_end import TINY
 from infer_fixture import write_project
-from ui_fixture import write_f0_project
+from ui_fixture import ui_server, write_f0_project
 
 CHROMIUM = os.environ.get("DIFFSVC_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).parent / "artifacts" / "ui"
@@ -42,26 +36,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 LONG = 300_000  # ms: a conversion or a training start on a busy 2-core machine (a timeout, not a measure)
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _kill_group(pid: int) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            return
-        for _ in range(50):
-            try:
-                os.killpg(pid, 0)
-            except (ProcessLookupError, PermissionError):
-                return
-            time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -84,30 +58,8 @@ def workspace(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(workspace):
-    port = _free_port()
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    url = f"http://127.0.0.1:{port}/"
-    with open(workspace / "server.log", "wb") as log, \
-            started([sys.executable, "-m", "diffsvc", "ui", "--port", str(port)], cwd=workspace, stdout=log,
-                    stderr=STDOUT, env=env) as proc:
-        try:
-            deadline = time.time() + 120
-            while True:
-                try:
-                    with urllib.request.urlopen(url, timeout=2) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    pass
-                if proc.poll() is not None or time.time() > deadline:
-                    raise AssertionError(f"diffsvc ui did not start:\n{(workspace / 'server.log').read_text()}")
-                time.sleep(0.5)
-            yield url
-        finally:
-            for job in (workspace / "models" / ".ui" / "jobs").glob("*/job.json"):
-                pid = json.loads(job.read_text()).get("pid")
-                if pid:
-                    _kill_group(pid)  # background jobs lead their own groups
+    with ui_server(workspace) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,16 @@ arrive in the audio.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import urllib.request
 from pathlib import Path
+from subprocess import STDOUT
 
 import torch
 
@@ -66,3 +75,58 @@ def write_f0_project(root: str | Path, name: str = "singer", **overrides) -> Pat
     save_config(config.replace(vocoder_ckpt=str((root / "models" / "nsf_hifigan" / "model").resolve())),
                 folder / "config.yaml")
     return folder
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def kill_group(pid: int) -> None:
+    """SIGTERM, then SIGKILL, the process group led by `pid`, waiting up to 5 s for each."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        for _ in range(50):
+            try:
+                os.killpg(pid, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+            time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def ui_server(root: Path, *, start_timeout_s: float = 120.0, env: dict | None = None):
+    """`diffsvc ui` started in `root` on a free port (tests/procs.py `started`: its process group is
+    killed on leaving, also on error); yields its URL once it answers. On leaving, the background
+    jobs the page started (each leads its own process group) are ended too. The server's output
+    goes to root/ui-server.log, quoted in the RuntimeError when it does not start."""
+    from procs import started
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    log_path = Path(root) / "ui-server.log"
+    env = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
+    with open(log_path, "wb") as log, started([sys.executable, "-m", "diffsvc", "ui", "--port", str(port)], cwd=root,
+                                              stdout=log, stderr=STDOUT, env=env) as proc:
+        try:
+            deadline = time.time() + start_timeout_s
+            while True:
+                try:
+                    with urllib.request.urlopen(url, timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"diffsvc ui did not start:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.5)
+            yield url
+        finally:
+            for job in (Path(root) / "models" / ".ui" / "jobs").glob("*/job.json"):
+                pid = json.loads(job.read_text()).get("pid")
+                if pid:
+                    kill_group(pid)  # background jobs lead their own groups
