@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -39,11 +40,23 @@ from diffsvc.errors import ConfigError
 INSTALL_HINT = "pip install 'diffsvc[fast]' (onnxruntime and onnx)"
 
 
+def import_onnxruntime():
+    """The onnxruntime module, imported with its telemetry off: without ORT_DISABLE_TELEMETRY=1
+    the import itself writes a device id and an event database under ~/.cache/Microsoft and a
+    `.ses` file in the temporary folder (onnxruntime 1.2x), and diffsvc writes nothing the user did
+    not ask for. ImportError when it is not installed."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    import onnxruntime
+
+    return onnxruntime
+
+
 def onnxruntime_available() -> bool:
     """True when both onnxruntime (to run) and onnx (torch.onnx.export needs it) import."""
     try:
         import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
+
+        import_onnxruntime()
     except ImportError:
         return False
     return True
@@ -96,8 +109,7 @@ class OnnxModule:
 
     def __init__(self, module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], *,
                  input_names: Sequence[str], output_names: Sequence[str], dynamic_axes: dict):
-        import onnxruntime as ort
-
+        ort = import_onnxruntime()
         buffer = io.BytesIO()
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notes

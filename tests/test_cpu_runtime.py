@@ -138,3 +138,68 @@ def test_the_pipeline_in_bf16_or_onnxruntime_stays_within_the_tolerance_of_fp32(
     assert 0 < abs(bf16.mel_out - reference.mel_out).mean() < spread / 10
     error = ((bf16.audio - reference.audio) ** 2).sum()
     assert 0 < error and 10 * torch.log10(torch.tensor((reference.audio ** 2).sum() / error)) >= 30
+
+
+def test_onnxruntime_writes_nothing_under_home_or_tmp(tmp_path):
+    """`import onnxruntime` with its telemetry on writes a device id and an event database under
+    ~/.cache/Microsoft and a .ses file in $TMPDIR; diffsvc imports it with telemetry off."""
+    import os
+
+    from infer_fixture import write_project
+    from procs import run
+
+    write_project(tmp_path, "nsf", vocoder="nsf-hifigan")
+    home, tmp = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir(), tmp.mkdir()
+    code = ("import torch; from diffsvc.vocoder.loading import load_vocoder; "
+            f"v = load_vocoder({str(tmp_path / 'models' / 'nsf_hifigan' / 'model')!r}, 'cpu')"
+            ".use_cpu_runtime('onnxruntime'); assert v.cpu_runtime == 'onnxruntime'; "
+            "v.vocode(torch.full((20, 128), -3.0), torch.full((20,), 220.0))")
+    env = dict(os.environ, HOME=str(home), TMPDIR=str(tmp), XDG_CACHE_HOME=str(home / ".cache"), OMP_NUM_THREADS="1")
+    env.pop("ORT_DISABLE_TELEMETRY", None)
+    done = run([sys.executable, "-c", code], timeout=180, env=env)
+    assert done.returncode == 0, done.stderr
+    assert sorted(str(p.relative_to(tmp_path)) for root in (home, tmp) for p in root.rglob("*") if p.is_file()) == []
+
+
+def test_a_converter_keeps_its_own_vocoder_runtime(tmp_path):
+    """Two converters sharing one vocoder: the second's runtime must not become the first's."""
+    from infer_fixture import write_project
+
+    from diffsvc.inference.components import load_content_encoder_for, load_vocoder_for
+    from diffsvc.inference.pipeline import InferenceSettings, SongConverter
+    from diffsvc.inference.project import choose_checkpoint, load_checkpoint
+
+    write_project(tmp_path, "nsf", vocoder="nsf-hifigan")
+    loaded = load_checkpoint(choose_checkpoint(tmp_path / "models", "nsf"), torch.device("cpu"))
+    vocoder = load_vocoder_for(loaded.config, "cpu")
+    encoder = load_content_encoder_for(loaded.config, "cpu")
+    wav = (torch.sin(torch.arange(44100) / 44100 * 2 * torch.pi * 220) * 0.3).numpy()
+    a = SongConverter(loaded, encoder, vocoder, "cpu", InferenceSettings("ddim", 2, cpu_runtime="torch"))
+    alone = a.convert(wav, a.analyse(wav), seed=1).audio
+    SongConverter(loaded, encoder, vocoder, "cpu", InferenceSettings("ddim", 2, cpu_runtime="bf16"))
+    assert a.cpu_runtime == "torch"
+    assert (a.convert(wav, a.analyse(wav), seed=1).audio == alone).all()  # bf16 would move it
+    assert vocoder.cpu_runtime == "torch"
+
+
+def test_a_broken_onnxruntime_install_falls_back_under_auto_and_is_one_line_when_named(tmp_path, monkeypatch):
+    """onnxruntime imports but cannot build or run the session (a broken install, an export it
+    rejects): `auto` chose it only because it imported, so it goes on in torch; a named request
+    is one ConfigError line."""
+    import diffsvc.cpu_runtime as cpu_runtime
+    import diffsvc.vocoder.windowed as windowed
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : broken install")
+
+    monkeypatch.setattr(cpu_runtime, "native_bf16", lambda: False)
+    monkeypatch.setattr(cpu_runtime, "onnxruntime_available", lambda: True)
+    monkeypatch.setattr(windowed, "_onnx_decode", broken)
+    vocoder = tiny_vocoder().use_cpu_runtime("auto")
+    assert vocoder.cpu_runtime == "torch"
+    torch.testing.assert_close(vocode(vocoder, 40), vocode(tiny_vocoder(), 40), rtol=0, atol=0)
+    with pytest.raises(ConfigError, match=r"cpu_runtime onnxruntime: the vocoder cannot run this way here "
+                                          r"\(\[ONNXRuntimeError\].*\); use cpu_runtime: torch") as error:
+        tiny_vocoder().use_cpu_runtime("onnxruntime")
+    assert "\n" not in str(error.value)

@@ -240,3 +240,18 @@ def test_distill_then_infer_and_eval_with_the_student(tmp_path, monkeypatch, cap
     assert [r["step"] for r in report["rows"]] == [2] and report["settings"]["sampler"] == "consistency"
     assert report["rows"][0]["recon_log_mel_l1"] > 0
     assert not (tmp_path / "models" / "singer" / "eval.json").exists()
+
+
+def test_multi_singer_distillation_logs_validation_figures(tmp_path, monkeypatch, capsys):
+    """The student's validation figures load each piece with its singer, as training's do."""
+    from infer_fixture import write_project
+    from prepared_fixture import write_prepared
+
+    monkeypatch.chdir(tmp_path)
+    write_project(tmp_path, "duo", speakers=["alto", "tenor"], val_check_interval=2, num_valid_plots=0)
+    write_prepared(tmp_path / "raw" / ".diffsvc", n_mels=128, lengths=(40, 48, 44, 52), valid_lengths=(30, 34),
+                   singers=("alto", "tenor"))
+    assert main(["distill", "--project", "duo", "--steps", "2", "--device", "cpu", "--workers", "0",
+                 "--no-progress"]) == 0
+    out = capsys.readouterr()
+    assert "validation figures disabled" not in out.out + out.err

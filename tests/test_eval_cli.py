@@ -142,3 +142,23 @@ def test_silent_song_is_scored_without_errors(work, capsys):
     assert row["voicing_recall"] is None and row["rpa"] is None  # nothing voiced: n/a, not a crash
     assert row["voicing_false_alarm"] == 0.0
     assert "n/a" in out
+
+
+def test_eval_report_names_the_cpu_runtime_it_ran(tmp_path, monkeypatch):
+    """`auto` picks bf16, onnxruntime or torch by machine: the report says which ran."""
+    import json
+
+    import numpy as np
+    import soundfile as sf
+
+    from diffsvc.cli.main import main
+    from diffsvc.cpu_runtime import resolve_cpu_runtime
+    from infer_fixture import write_project
+
+    monkeypatch.chdir(tmp_path)
+    write_project(tmp_path, "nsf", vocoder="nsf-hifigan")
+    t = np.arange(44100) / 44100
+    sf.write(tmp_path / "song.wav", (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 44100)
+    assert main(["eval", "--project", "nsf", "--device", "cpu", "--seed", "1", "song.wav"]) == 0
+    settings = json.loads((tmp_path / "models" / "nsf" / "eval.json").read_text())["settings"]
+    assert settings["cpu_runtime"] == resolve_cpu_runtime("auto", "cpu")

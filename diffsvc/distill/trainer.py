@@ -149,7 +149,8 @@ class StudentValidator(Validator):
             try:
                 from diffsvc.evaluation.reconstruction import ValidationFigures
 
-                self._pieces = [self.valid_set.data.load(p) for p in self.valid_set.pieces]
+                self._pieces = [dict(self.valid_set.data.load(p), speaker=self.valid_set.speaker(i))
+                                for i, p in enumerate(self.valid_set.pieces)]
                 self._figures = ValidationFigures(self.config, self.device, vocoder=self.vocoder(), log=self.log,
                                                   sampler=self.config.sampler, sampling_steps=self.config.sampling_steps)
             except Exception as e:  # noqa: BLE001 - figures in the logs must never stop training

@@ -481,6 +481,8 @@ class SongConverter:
             pad = -len(mel) % LENGTH_BUCKET
             mel = torch.cat([mel, mel[-1:].expand(pad, -1)])
             f0 = torch.cat([f0, f0[-1:].expand(pad)])
+            if hasattr(self.vocoder, "use_cpu_runtime"):  # a vocoder shared with another converter: ours
+                self.vocoder.use_cpu_runtime(self.cpu_runtime)
             out = self.vocoder.vocode(mel, f0).float().cpu().numpy()[: end - start]
             out = np.pad(out, (0, end - start - len(out)))
             source = wav[start:end]

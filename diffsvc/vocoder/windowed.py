@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from diffsvc.audio.mel import log10_to_ln
+from diffsvc.errors import ConfigError
 from diffsvc.vocoder.base import VOCODERS, MelSettings, Vocoder
 from diffsvc.vocoder.nsf_hifigan import Generator
 
@@ -135,8 +136,14 @@ class NsfHifiGan(Vocoder):
 
         runtime = resolve_cpu_runtime(name, self.device)
         if runtime not in self._decoders:
-            self._decoders[runtime] = (_onnx_decode(self.generator, self.n_mels) if runtime == "onnxruntime" else
-                                       _bf16_decode(self.generator))
+            try:
+                self._decoders[runtime] = (_onnx_decode(self.generator, self.n_mels) if runtime == "onnxruntime"
+                                           else _bf16_decode(self.generator))
+            except Exception as e:  # noqa: BLE001 - a broken ONNX Runtime/onnx install, an export it cannot run
+                if name != "auto":
+                    raise ConfigError(f"cpu_runtime {runtime}: the vocoder cannot run this way here ({e}); "
+                                      "use cpu_runtime: torch (or reinstall diffsvc[fast])") from None
+                runtime = "torch"  # auto only chose it because it imported: the plain way is always there
         self._decode, self.cpu_runtime = self._decoders[runtime], runtime
         return self
 
