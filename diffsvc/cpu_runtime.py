@@ -86,7 +86,8 @@ def resolve_cpu_runtime(name: str, device: torch.device | str) -> str:
         return "onnxruntime"
     if name == "onnxruntime":
         raise ConfigError(f"cpu_runtime: onnxruntime is not installed; {INSTALL_HINT}, "
-                          "or use cpu_runtime: auto (torch when it is missing)")
+                          "or choose auto (--cpu-runtime auto, or cpu_runtime: auto in config.yaml), which "
+                          "uses what this machine has")
     return "torch"
 
 
