@@ -203,3 +203,30 @@ def test_a_broken_onnxruntime_install_falls_back_under_auto_and_is_one_line_when
                                           r"\(\[ONNXRuntimeError\].*\); use cpu_runtime: torch") as error:
         tiny_vocoder().use_cpu_runtime("onnxruntime")
     assert "\n" not in str(error.value)
+
+
+def test_a_converter_under_auto_goes_on_when_onnxruntime_cannot_run(tmp_path, monkeypatch):
+    """The converter hands the vocoder the setting (auto), not auto's choice: with a broken ONNX
+    Runtime it converts in torch instead of stopping on the named choice's error."""
+    import diffsvc.cpu_runtime as cpu_runtime
+    import diffsvc.vocoder.windowed as windowed
+    from infer_fixture import write_project
+
+    from diffsvc.inference.components import load_content_encoder_for, load_vocoder_for
+    from diffsvc.inference.pipeline import InferenceSettings, SongConverter
+    from diffsvc.inference.project import choose_checkpoint, load_checkpoint
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : broken install")
+
+    monkeypatch.setattr(cpu_runtime, "native_bf16", lambda: False)
+    monkeypatch.setattr(cpu_runtime, "onnxruntime_available", lambda: True)
+    monkeypatch.setattr(windowed, "_onnx_decode", broken)
+    write_project(tmp_path, "nsf", vocoder="nsf-hifigan")
+    loaded = load_checkpoint(choose_checkpoint(tmp_path / "models", "nsf"), torch.device("cpu"))
+    vocoder = load_vocoder_for(loaded.config, "cpu")
+    converter = SongConverter(loaded, load_content_encoder_for(loaded.config, "cpu"), vocoder, "cpu",
+                              InferenceSettings("ddim", 2, cpu_runtime="auto"))
+    wav = (torch.sin(torch.arange(22050) / 44100 * 2 * torch.pi * 220) * 0.3).numpy()
+    assert converter.convert(wav, converter.analyse(wav), seed=1).audio.shape == wav.shape
+    assert vocoder.cpu_runtime == "torch"

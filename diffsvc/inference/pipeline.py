@@ -314,9 +314,11 @@ class SongConverter:
         self._bytes_per_frame = None
         self._last_plan: WindowPlan | None = None
         # one choice for all three models (the vocoder keeps what it built for each runtime)
-        self.cpu_runtime = resolve_cpu_runtime(self.settings.cpu_runtime or self.config.cpu_runtime, self.device)
+        setting = self.settings.cpu_runtime or self.config.cpu_runtime
+        self.cpu_runtime = resolve_cpu_runtime(setting, self.device)
+        self._vocoder_runtime = None  # what the vocoder runs (auto may fall back to torch where its choice fails)
         if hasattr(vocoder, "use_cpu_runtime"):
-            vocoder.use_cpu_runtime(self.cpu_runtime)
+            self._vocoder_runtime = vocoder.use_cpu_runtime(setting).cpu_runtime
 
     # --- analysis ---------------------------------------------------------------------------
     def f0_extractor(self):
@@ -481,8 +483,8 @@ class SongConverter:
             pad = -len(mel) % LENGTH_BUCKET
             mel = torch.cat([mel, mel[-1:].expand(pad, -1)])
             f0 = torch.cat([f0, f0[-1:].expand(pad)])
-            if hasattr(self.vocoder, "use_cpu_runtime"):  # a vocoder shared with another converter: ours
-                self.vocoder.use_cpu_runtime(self.cpu_runtime)
+            if self._vocoder_runtime is not None and self.vocoder.cpu_runtime != self._vocoder_runtime:
+                self.vocoder.use_cpu_runtime(self._vocoder_runtime)  # shared with another converter since: ours again
             out = self.vocoder.vocode(mel, f0).float().cpu().numpy()[: end - start]
             out = np.pad(out, (0, end - start - len(out)))
             source = wav[start:end]
