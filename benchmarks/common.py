@@ -66,3 +66,14 @@ def write_result(name: str, text: str) -> Path:
     path = RESULTS / name
     atomic_write_text(path, text)
     return path
+
+
+def release_nsf_config() -> dict:
+    """The NSF-HiFiGAN 20221211 release's config.json (512 initial channels, 44.1 kHz, hop 512), as
+    recorded in tests/fixtures/nsf_hifigan_keys.json: what the release-size vocoders of the
+    benchmarks are built from."""
+    import json
+
+    path = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "nsf_hifigan_keys.json"
+    return json.loads(path.read_text())["config_used"]
+

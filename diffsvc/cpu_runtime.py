@@ -26,6 +26,7 @@ pipeline's below half of it. Speed: benchmarks/pipeline.py -> benchmarks/results
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import warnings
@@ -62,6 +63,7 @@ def onnxruntime_available() -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=None)
 def native_bf16() -> bool:
     """True when this CPU computes bfloat16 in hardware (the avx512_bf16 or amx_bf16 flag, Linux)."""
     try:

@@ -18,9 +18,8 @@ from diffsvc.sampling import make_sampler
 from diffsvc.training.loop import Trainer, TrainOptions, train
 from diffsvc.training.project import Project
 from prepared_fixture import write_prepared
+from test_training import MODEL, N_MELS, write_config
 
-N_MELS = 16
-MODEL = dict(audio_num_mel_bins=N_MELS, keep_bins=N_MELS, residual_channels=16, timesteps=1000, K_step=1000)
 SINGERS = ("alto", "ténor")  # any Unicode name
 EMBED_KEY = PREFIX + "fs2.spk_embed_proj.weight"
 
@@ -41,11 +40,7 @@ def one_singer(tmp_path_factory) -> Path:
 
 
 def base_config(path: Path, **overrides) -> Path:
-    values = dict(MODEL, val_check_interval=5, num_ckpt_keep=3, log_interval=1, num_valid_plots=0, lr=1e-2,
-                  max_sentences=4, pndm_speedup=100)
-    values.update(overrides)
-    save_config(tiny_config(**values), path)
-    return path
+    return write_config(path, **{"val_check_interval": 5, "num_ckpt_keep": 3, **overrides})
 
 
 def options(tmp_path: Path, data: Path, name: str, **kw) -> TrainOptions:
