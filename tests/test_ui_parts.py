@@ -291,3 +291,41 @@ def test_a_multi_singer_project_gets_its_singers_and_the_command_carries_speaker
     _, argv = command("duo", "alto")
     assert main(argv + ["--quiet"]) == 0, capsys.readouterr().err
     assert sf.info(tmp_path / "out.wav").duration == pytest.approx(0.3, abs=0.02)
+
+
+def test_a_port_in_use_is_one_line_before_anything_is_printed(tmp_path, monkeypatch, capsys):
+    """The port is taken: `diffsvc ui` said it listened, then ended in gradio's traceback."""
+    import socket
+
+    from diffsvc.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        code = main(["ui", "--port", str(port)])
+    out = capsys.readouterr()
+    lines = [line for line in out.err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and f"--port {port}: cannot listen on 127.0.0.1:{port}" in lines[0]
+    assert "Traceback" not in out.err and "http://" not in out.out
+
+
+def test_listening_beyond_this_machine_is_said_and_the_address_is_one_to_open():
+    from diffsvc.cli.ui import listening_lines
+
+    local = listening_lines("127.0.0.1", 7860, "models", False)
+    assert local == ["diffsvc ui: http://127.0.0.1:7860 (models in models)"]
+    wide = listening_lines("0.0.0.0", 7860, "models", False)
+    assert wide[0].startswith("diffsvc ui: http://127.0.0.1:7860")
+    assert "WARNING: listening on 0.0.0.0" in wide[1] and "anyone who can reach this machine" in wide[1]
+
+
+@pytest.mark.parametrize("value, message", [(None, "Semitones: empty"), ("", "Semitones: empty"),
+                                            ("abc", "is not a number"), (float("inf"), "not a finite number")])
+def test_an_empty_or_nonsense_pitch_field_is_refused_not_taken_as_zero(value, message):
+    from diffsvc.ui.app import number_field
+
+    with pytest.raises(DiffSvcError, match=message):
+        number_field(value, "Semitones")
+    assert number_field("-3", "Semitones") == -3.0 and number_field(0, "From") == 0.0

@@ -24,6 +24,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the page keeps its jobs, uploads and results (default: MODELS_DIR/.ui)")
 
 
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def check_port_free(host: str, port: int) -> None:
+    """DiffSvcError (one line) when nothing can listen on host:port (in use, or an address this
+    machine does not have), before the page is built and its address printed."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise DiffSvcError(f"--port {port}: cannot listen on {host}:{port} ({e.strerror or e}); another "
+                               "program (or another diffsvc ui) uses it: choose another with --port") from None
+
+
+def listening_lines(host: str, port: int, models_dir, share: bool) -> list[str]:
+    """What `diffsvc ui` prints on start: the address to open and, when it listens beyond this
+    machine, a warning (the page converts, trains and writes files for whoever reaches it)."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    lines = [f"diffsvc ui: http://{shown}:{port} (models in {models_dir})"
+             + ("; a public share link follows" if share else "")]
+    if host not in LOCAL_HOSTS:
+        lines.append(f"diffsvc ui: WARNING: listening on {host}: anyone who can reach this machine on port {port} "
+                     f"can open the page, convert, train and write files under {models_dir}; "
+                     "leave out --host to keep it to this machine")
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
     from diffsvc.ui.app import UiContext
 
@@ -41,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         raise DiffSvcError("the web page needs the ui extra: pip install 'diffsvc[ui]'") from None
     from diffsvc.ui.app import serve
 
-    print(f"diffsvc ui: http://{args.host}:{args.port} (models in {ctx.models_dir}, jobs in {ctx.state_dir})"
-          + ("; a public share link follows" if args.share else ""), flush=True)
+    check_port_free(args.host, args.port)
+    for line in listening_lines(args.host, args.port, ctx.models_dir, args.share):
+        print(line, flush=True)
     serve(ctx, args.host, args.port, args.share)
     return 0

@@ -64,6 +64,22 @@ def _message_of(e: BaseException) -> str:
     return f"unexpected {type(e).__name__}: {e}"
 
 
+def number_field(value, name: str) -> float:
+    """A number typed in the page, as float; DiffSvcError (one line naming the field) when it is
+    empty or not a finite number (an empty field is not 0: a shift by nothing would count as an edit)."""
+    import math
+
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise DiffSvcError(f"{name}: empty; type a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise DiffSvcError(f"{name}: {value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise DiffSvcError(f"{name}: {value!r} is not a finite number")
+    return number
+
+
 def friendly(n_outputs: int):
     """A handler whose first output is the status line: any exception becomes that one line and
     the other outputs stay as they are."""
@@ -644,12 +660,12 @@ def build(ctx: UiContext):
                     edited_path(item).unlink(missing_ok=True)
                     return _pitch_view(item, settings, message="curve reset to the extracted one")
                 times, f0 = load_curve(ctx, item, settings)
-                start, end = float(start or 0), float(end or 0)
+                start, end = number_field(start, "From"), number_field(end, "To")
                 if kind == "unvoice":
                     f0 = unvoice_range(f0, times, start, end)
                     what = "marked unvoiced"
                 else:
-                    shift = {"up": 12.0, "down": -12.0}.get(kind, float(semitones or 0))
+                    shift = {"up": 12.0, "down": -12.0}.get(kind) or number_field(semitones, "Semitones")
                     f0 = shift_range(f0, times, start, end, shift)
                     what = f"moved by {shift:+g} semitones"
                 save_curve(ctx, item, settings, f0)
