@@ -39,7 +39,6 @@ from diffsvc.config import Config, save_config  # noqa: E402
 from diffsvc.data.batch import collate  # noqa: E402
 from diffsvc.data.dataset import PieceDataset  # noqa: E402
 from diffsvc.data.prepared import PreparedData  # noqa: E402
-from diffsvc.distill.student import student_root  # noqa: E402
 from diffsvc.evaluation.metrics import log_mel_distance  # noqa: E402
 from diffsvc.distill.trainer import distill  # noqa: E402
 from diffsvc.sampling import make_sampler  # noqa: E402
@@ -75,6 +74,12 @@ def main(argv=None) -> int:
                         help="torch threads (default 1: small models run faster on one thread of a busy machine)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the data and models here (default: temporary)")
     parser.add_argument("--out", default="distill.md", help="result file name in benchmarks/results/")
+    parser.add_argument("--student-prediction", choices=("eps", "v", "x0"), default=None,
+                        help="what the student outputs (default: distill's choice, v for an eps teacher)")
+    parser.add_argument("--weighting", choices=("sqrt-alpha", "uniform"), default=None,
+                        help="the distillation loss weight over steps (default: distill's choice for the prediction)")
+    parser.add_argument("--student-name", default="student",
+                        help="the student's folder beside the teacher (distinct names let variants share a --workdir)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from prepared_fixture import write_prepared
@@ -90,9 +95,11 @@ def main(argv=None) -> int:
                                      max_steps=args.teacher_steps, **opts), log=lambda m: None)
         teacher_s = time.perf_counter() - started
         losses = []
-        student = distill(TrainOptions(project=Project(student_root(project.root)), max_steps=args.distill_steps,
+        options = dict(prediction=args.student_prediction, weighting=args.weighting)
+        student = distill(TrainOptions(project=Project(project.root / args.student_name), max_steps=args.distill_steps,
                                        **opts), teacher.checkpoint, on_step=lambda r: losses.append(r.loss),
-                          log=lambda m: None)
+                          log=lambda m: None, record_options=options)
+        record = load_model(student.checkpoint).config.distill
         distill_s = time.perf_counter() - started - teacher_s
         rows, summary = measure(load_model(teacher.checkpoint).model, load_model(student.checkpoint).model, data,
                                 args.seeds)
@@ -102,7 +109,8 @@ def main(argv=None) -> int:
         f"Machine: {machine_line(torch.device('cpu'))}. Teacher ({args.recipe} recipe: {RECIPES[args.recipe]}): DiffNet {teacher_config(args.n_mels).residual_layers}"
         f"x{teacher_config(args.n_mels).residual_channels}, {args.n_mels} mel bins, trained {args.teacher_steps} steps "
         f"({teacher_s:.0f} s) on synthetic prepared data ({len(TRAIN_LENGTHS)} pieces); student: consistency "
-        f"distillation, {args.distill_steps} steps ({distill_s:.0f} s; distillation loss {sum(losses[:k]) / k:.4g} "
+        f"distillation (student predicts {record.get('prediction', 'as its teacher')}, loss weighting "
+        f"{record.get('weighting', 'sqrt-alpha')}), {args.distill_steps} steps ({distill_s:.0f} s; distillation loss {sum(losses[:k]) / k:.4g} "
         f"over the first tenth, {sum(losses[-k:]) / k:.4g} over the last). {len(VALID_LENGTHS)} validation pieces "
         f"({sum(VALID_LENGTHS)} frames), {args.seeds} start noises, each shared by every sampler.", "",
         markdown_table(["sampler", "denoiser calls", "seconds", "distance to DDIM 1000", "reconstruction (log-mel distance)",

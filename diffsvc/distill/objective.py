@@ -36,7 +36,7 @@ from torch import nn
 
 from diffsvc.data.batch import TrainingBatch
 from diffsvc.model.diffusion import GaussianDiffusion
-from diffsvc.sampling.consistency import consistency_output
+from diffsvc.sampling.consistency import consistency_from_x0
 from diffsvc.training.distributed import DistInfo
 from diffsvc.training.objective import distributed
 from diffsvc.training.randomness import TRAIN_STREAM, item_randomness
@@ -70,6 +70,19 @@ def teacher_step(teacher: GaussianDiffusion, x_hi: torch.Tensor, t_hi: torch.Ten
     ac = teacher.alphas_cumprod
     a_hi, a_lo = (ac.gather(-1, t).reshape(-1, 1, 1, 1) for t in (t_hi, t_lo))
     return ddim_step(x_hi.float(), eps.float(), a_hi, a_lo)
+
+
+WEIGHTINGS = ("sqrt-alpha", "uniform")
+
+
+def step_weight(weighting: str, a: torch.Tensor) -> torch.Tensor | float:
+    """The loss weight of an item noised to alphas_cumprod `a` [B,1,1,1]: sqrt(a) ("sqrt-alpha", for
+    an eps student, whose x0 estimate magnifies its errors by 1/sqrt(a)) or 1 ("uniform")."""
+    if weighting == "sqrt-alpha":
+        return a.sqrt()
+    if weighting == "uniform":
+        return 1.0
+    raise ValueError(f"unknown distillation weighting {weighting!r}; one of {', '.join(WEIGHTINGS)}")
 
 
 class TargetNetwork(nn.Module):
@@ -110,8 +123,7 @@ def consistency_function(model: GaussianDiffusion, x, t, units, mel2ph, f0, dn_m
     """f(x_t, t) of `model`; `speaker`: see GaussianDiffusion.condition (a multi-singer student
     is conditioned on the same singers as its teacher)."""
     cond = model.condition(units, mel2ph, f0, speaker).cond
-    eps = model.eps_from(model.denoise_fn(x, t, cond, dn_mask), x, t)  # a v model's output is not the noise
-    return consistency_output(x, t, eps, model.alphas_cumprod)
+    return consistency_from_x0(x, t, model.x0_from(model.denoise_fn(x, t, cond, dn_mask), x, t))
 
 
 @dataclass
@@ -126,21 +138,23 @@ class ConsistencyDistillationLoss:
     state: TrainState
     intervals: int
     ema: float
+    weighting: str
     seed: int
     masked: bool
     device: torch.device
     generator: torch.Generator
 
     @classmethod
-    def for_run(cls, state: TrainState, teacher: GaussianDiffusion, *, intervals: int, ema: float, seed: int,
-                masked: bool, device: torch.device, dist: DistInfo | None = None) -> "ConsistencyDistillationLoss":
+    def for_run(cls, state: TrainState, teacher: GaussianDiffusion, *, intervals: int, ema: float, weighting: str,
+                seed: int, masked: bool, device: torch.device,
+                dist: DistInfo | None = None) -> "ConsistencyDistillationLoss":
         """The loss of `state.model` (the student) against `teacher`; adds the target network
         (a copy of the student as it is now) to state.extras."""
         teacher.requires_grad_(False)
         teacher.eval()
         state.extras[TARGET] = TargetNetwork(state.model).to(device)
         return cls(distributed(StudentModule(state.model), dist, device), teacher, state, intervals=intervals,
-                   ema=ema, seed=seed, masked=masked, device=device, generator=state.generator)
+                   ema=ema, weighting=weighting, seed=seed, masked=masked, device=device, generator=state.generator)
 
     @property
     def target(self) -> TargetNetwork:
@@ -172,7 +186,7 @@ class ConsistencyDistillationLoss:
             target = consistency_function(self.target.model, x_lo, t_lo, batch.units, batch.mel2ph, batch.f0,
                                           dn_mask, speaker).float().clamp(-1.0, 1.0)
         pred = self.module(x_hi, t_hi, batch.units, batch.mel2ph, batch.f0, dn_mask, speaker)
-        err = a_hi.sqrt() * (pred.float() - target) ** 2
+        err = step_weight(self.weighting, a_hi) * (pred.float() - target) ** 2
         if mask is None:
             return err.mean()
         return (err * mask).sum() / (mask.sum() * err.shape[2]).clamp(min=1)

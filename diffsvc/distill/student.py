@@ -37,17 +37,27 @@ def student_root(project_root: str | os.PathLike) -> Path:
     return Path(project_root) / STUDENT_DIR
 
 
+def student_prediction(teacher_prediction: str) -> str:
+    """What the student's denoiser outputs: v for an eps (original) or v teacher, x0 for an x0 one."""
+    return "x0" if teacher_prediction == "x0" else "v"
+
+
+def default_weighting(prediction: str) -> str:
+    return "sqrt-alpha" if prediction == "eps" else "uniform"
+
+
 def distill_record(teacher_path: Path, teacher_step: int, *, intervals: int = DEFAULT_INTERVALS,
-                   ema: float = DEFAULT_EMA) -> dict:
+                   ema: float = DEFAULT_EMA, prediction: str = "v", weighting: str | None = None) -> dict:
     return {"method": METHOD, "teacher": str(teacher_path), "teacher_step": int(teacher_step), "solver": "ddim",
-            "intervals": int(intervals), "ema": float(ema), "sampling_steps": list(TRAINED_FOR)}
+            "intervals": int(intervals), "ema": float(ema), "sampling_steps": list(TRAINED_FOR),
+            "prediction": prediction, "weighting": weighting or default_weighting(prediction)}
 
 
 def student_config(teacher: Config, record: dict, *, lr: float = DEFAULT_LR, max_updates: int = DEFAULT_STEPS) -> Config:
     """The student's config: the teacher's sizes, schedule, spec_min/spec_max (the student is the same
     model) with the consistency sampler at 2 steps, the masked loss, and the `distill` record."""
     return teacher.replace(sampler="consistency", sampling_steps=2, loss_mask=True, lr=lr, max_updates=max_updates,
-                           distill=dict(record))
+                           prediction=record.get("prediction", teacher.prediction), distill=dict(record))
 
 
 def is_student(config: Config) -> bool:

@@ -21,7 +21,8 @@ from diffsvc.checkpoint import LoadedModel, load_model
 from diffsvc.config import Config
 from diffsvc.data.prepared import PreparedData
 from diffsvc.distill.objective import ConsistencyDistillationLoss
-from diffsvc.distill.student import DISTILL_KEY, distill_record, student_config
+from diffsvc.distill.student import (DISTILL_KEY, default_weighting, distill_record, student_config,
+                                     student_prediction)
 from diffsvc.errors import DiffSvcError
 from diffsvc.training.distributed import DistInfo, barrier
 from diffsvc.training.loop import StepRecord, Trainer, TrainOptions
@@ -37,10 +38,12 @@ class DistillTrainer(Trainer):
     continues with the teacher its config records (a different `teacher` is refused)."""
 
     def __init__(self, options: TrainOptions, teacher: Path | None = None,
-                 on_step: Callable[[StepRecord], None] | None = None, log: Callable[[str], None] | None = None):
+                 on_step: Callable[[StepRecord], None] | None = None, log: Callable[[str], None] | None = None,
+                 record_options: dict | None = None):
         super().__init__(options, on_step=on_step, log=log, make_model=self._make_student,
                          make_loss=self._make_loss)
         self.teacher_path = Path(teacher) if teacher is not None else None
+        self.record_options = {k: v for k, v in (record_options or {}).items() if v is not None}  # distill_record's
         self.teacher: LoadedModel | None = None
         self._created = False  # this run made the student's folder (a failure before its first checkpoint removes it)
 
@@ -65,13 +68,18 @@ class DistillTrainer(Trainer):
 
     # --- the pieces the loop takes ---
     def _make_student(self, config: Config) -> torch.nn.Module:
-        """The student starts as the teacher (weights, schedule buffers, spec_min/spec_max)."""
-        return copy.deepcopy(self.teacher.model).train().requires_grad_(True)
+        """The student starts as the teacher (weights, schedule buffers, spec_min/spec_max), its
+        output read as the student's config says (student.student_prediction)."""
+        student = copy.deepcopy(self.teacher.model).train().requires_grad_(True)
+        student.prediction = config.prediction
+        return student
 
     def _make_loss(self, state: TrainState, config: Config, device: torch.device, dist: DistInfo):
         record = config.distill
         return ConsistencyDistillationLoss.for_run(state, self.teacher.model, intervals=int(record["intervals"]),
-                                                   ema=float(record["ema"]), seed=config.seed,
+                                                   ema=float(record["ema"]),
+                                                   weighting=record.get("weighting", default_weighting(config.prediction)),
+                                                   seed=config.seed,
                                                    masked=config.loss_mask, device=device, dist=dist)
 
     def _setup_config(self, data: PreparedData) -> Config:
@@ -95,7 +103,8 @@ class DistillTrainer(Trainer):
                 raise DiffSvcError(f"{project.root}: no student yet and no teacher given")
             self.teacher = self._load_teacher(given)
             if self.dist.is_main:
-                record = distill_record(given, self.teacher.global_step)
+                options = {"prediction": student_prediction(self.teacher.model.prediction), **self.record_options}
+                record = distill_record(given, self.teacher.global_step, **options)
                 config = student_config(self.teacher.config, record)
                 project.root.mkdir(parents=True, exist_ok=True)
                 self._created = True
@@ -185,6 +194,8 @@ class StudentValidator(Validator):
 
 
 def distill(options: TrainOptions, teacher: Path | None = None, on_step: Callable[[StepRecord], None] | None = None,
-            log: Callable[[str], None] | None = None):
-    """Create or continue the student in options.project and train it until max_steps (or a signal)."""
-    return DistillTrainer(options, teacher, on_step=on_step, log=log).run()
+            log: Callable[[str], None] | None = None, record_options: dict | None = None):
+    """Create or continue the student in options.project and train it until max_steps (or a signal).
+    `record_options`: distill_record's keywords for a new student (intervals, ema, prediction,
+    weighting; None or missing: the defaults)."""
+    return DistillTrainer(options, teacher, on_step=on_step, log=log, record_options=record_options).run()

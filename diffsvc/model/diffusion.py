@@ -114,6 +114,19 @@ class GaussianDiffusion(nn.Module):
             return (x_t - a * out) / b
         return a * out + b * x_t
 
+    def x0_from(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The clean mel implied by denoise_fn's output at x_t, t, computed without going through the
+        noise: x0 = (x_t - sqrt(1-a) eps) / sqrt(a) for eps prediction (an error in eps grows by up
+        to 1/sqrt(a), 158x at the original schedule's last step), sqrt(a) x_t - sqrt(1-a) v for v
+        prediction, the output itself for x0 prediction."""
+        if self.prediction == "x0":
+            return out
+        a = self.sqrt_alphas_cumprod.gather(-1, t).reshape(-1, 1, 1, 1).to(out.dtype)
+        b = self.sqrt_one_minus_alphas_cumprod.gather(-1, t).reshape(-1, 1, 1, 1).to(out.dtype)
+        if self.prediction == "eps":
+            return (x_t - b * out) / a
+        return a * x_t - b * out
+
     # --- conditioning ---
     def condition(self, units: torch.Tensor, mel2ph: torch.Tensor, f0_log2: torch.Tensor,
                   speaker: torch.Tensor | None = None) -> Conditioning:

@@ -41,7 +41,11 @@ def consistency_output(x: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
                        alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """f(x_t, t) [B,1,M,T] from the network's noise prediction `eps` (see the module docstring)."""
     a = alphas_cumprod.to(x.device).gather(-1, t).reshape(-1, 1, 1, 1).to(x.dtype)
-    x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+    return consistency_from_x0(x, t, (x - (1 - a).sqrt() * eps) / a.sqrt())
+
+
+def consistency_from_x0(x: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """f(x_t, t) [B,1,M,T] from the network's clean-mel estimate x0 (see the module docstring)."""
     c_skip, c_out = boundary_scalings(t, x.dtype)
     return c_skip * x + c_out * x0
 
