@@ -33,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 from common import machine_line, markdown_table, write_result  # noqa: E402
+from recipe_diagnose import roughness  # noqa: E402
 
 from diffsvc.checkpoint import load_model  # noqa: E402
 from diffsvc.config import Config, save_config  # noqa: E402
@@ -114,7 +115,7 @@ def main(argv=None) -> int:
         f"over the first tenth, {sum(losses[-k:]) / k:.4g} over the last). {len(VALID_LENGTHS)} validation pieces "
         f"({sum(VALID_LENGTHS)} frames), {args.seeds} start noises, each shared by every sampler.", "",
         markdown_table(["sampler", "denoiser calls", "seconds", "distance to DDIM 1000", "reconstruction (log-mel distance)",
-                        "spread over seeds"], rows), "",
+                        "spread over seeds", "roughness (real = 1)"], rows), "",
         summary, "",
         "PLMS is the original's sampler as it ran (no clipping of its x0 estimates): on this model it diverges, "
         "as benchmarks/sampler.py found on the demo's. 'teacher via consistency steps' is the teacher sampled "
@@ -144,6 +145,10 @@ def measure(teacher, student, data_dir: Path, seeds: int):
     def rms(a, b):
         return float((((a - b) ** 2) * mask).sum() / frames_bins) ** 0.5
 
+    def texture(mel):  # roughness (recipe_diagnose.roughness) relative to the real mels': 1 = as rough as real
+        pieces = list(enumerate(batch.lengths.tolist()))
+        return sum(roughness(mel[i, :n]) for i, n in pieces) / sum(roughness(batch.mel[i, :n]) for i, n in pieces)
+
     def recon(mel):
         return sum(log_mel_distance(mel[i, :n].numpy(), batch.mel[i, :n].numpy())
                    for i, n in enumerate(batch.lengths.tolist())) / batch.items
@@ -153,7 +158,7 @@ def measure(teacher, student, data_dir: Path, seeds: int):
              ("teacher via consistency steps, 2", teacher, "consistency", 2),
              ("student, 1 step", student, "consistency", 1), ("student, 2 steps", student, "consistency", 2),
              ("student, 4 steps", student, "consistency", 4)]
-    results = {name: {"dist": [], "recon": [], "s": [], "calls": 0} for name, *_ in cases}
+    results = {name: {"dist": [], "recon": [], "rough": [], "s": [], "calls": 0} for name, *_ in cases}
     for seed in range(seeds):
         noise = torch.randn(batch.items, 1, teacher.n_mels, batch.mel2ph.shape[1],
                             generator=torch.Generator().manual_seed(seed))
@@ -166,11 +171,13 @@ def measure(teacher, student, data_dir: Path, seeds: int):
             r["s"].append(seconds)
             r["dist"].append(rms(teacher.norm_spec(mel), ref_norm))
             r["recon"].append(recon(mel))
+            r["rough"].append(texture(mel))
     rows = []
     for name, *_ in cases:
         r = results[name]
         mean = lambda v: sum(v) / len(v)  # noqa: E731
-        rows.append([name, r["calls"], mean(r["s"]), mean(r["dist"]), mean(r["recon"]), max(r["recon"]) - min(r["recon"])])
+        rows.append([name, r["calls"], mean(r["s"]), mean(r["dist"]), mean(r["recon"]), max(r["recon"]) - min(r["recon"]),
+                     mean(r["rough"])])
     by = {row[0]: row for row in rows}
     ddim = by["DDIM 20 (our default)"]
     best = min((by[n] for n in ("student, 1 step", "student, 2 steps")), key=lambda row: row[4])
