@@ -41,12 +41,15 @@ from diffsvc.data.batch import collate  # noqa: E402
 from diffsvc.data.dataset import PieceDataset  # noqa: E402
 from diffsvc.data.prepared import PreparedData  # noqa: E402
 from diffsvc.evaluation.metrics import log_mel_distance  # noqa: E402
+from diffsvc.distill.objective import WEIGHTINGS  # noqa: E402
+from diffsvc.distill.student import student_prediction  # noqa: E402
 from diffsvc.distill.trainer import distill  # noqa: E402
 from diffsvc.sampling import make_sampler  # noqa: E402
 from diffsvc.training.loop import TrainOptions, train  # noqa: E402
 from diffsvc.training.project import Project  # noqa: E402
 
-TRAIN_LENGTHS = tuple(40 + (7 * i) % 61 for i in range(32))
+def train_lengths(pieces: int) -> tuple[int, ...]:
+    return tuple(40 + (7 * i) % 61 for i in range(pieces))
 VALID_LENGTHS = (50, 64, 72, 90)
 
 
@@ -71,16 +74,18 @@ def main(argv=None) -> int:
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="original",
                         help="the teacher's training recipe: original (eps, as distill.md) or ours (EMA, clamped-SNR, x0)")
     parser.add_argument("--n-mels", type=int, default=32)
+    parser.add_argument("--train-pieces", type=int, default=32, help="synthetic training pieces (40-100 frames each)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: small models run faster on one thread of a busy machine)")
-    parser.add_argument("--workdir", type=Path, default=None, help="keep the data and models here (default: temporary)")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep the data and models here (default: temporary); a second run with the same "
+                             "steps reuses the teacher and students and measures again")
     parser.add_argument("--out", default="distill.md", help="result file name in benchmarks/results/")
-    parser.add_argument("--student-prediction", choices=("eps", "v", "x0"), default=None,
-                        help="what the student outputs (default: distill's choice, v for an eps teacher)")
-    parser.add_argument("--weighting", choices=("sqrt-alpha", "uniform"), default=None,
-                        help="the distillation loss weight over steps (default: distill's choice for the prediction)")
-    parser.add_argument("--student-name", default="student",
-                        help="the student's folder beside the teacher (distinct names let variants share a --workdir)")
+    parser.add_argument("--students", default="default,eps",
+                        help="comma-separated: what each student distilled side by side outputs (default: distill's "
+                             "own choice for the teacher, and eps, the teacher's output as the original predicts)")
+    parser.add_argument("--weighting", choices=WEIGHTINGS, default=None,
+                        help="the distillation loss weight over steps (default: distill's choice for each prediction)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from prepared_fixture import write_prepared
@@ -88,39 +93,54 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
         started = time.perf_counter()
-        data = write_prepared(work / "prepared", n_mels=args.n_mels, lengths=TRAIN_LENGTHS, valid_lengths=VALID_LENGTHS)
+        data = write_prepared(work / "prepared", n_mels=args.n_mels, lengths=train_lengths(args.train_pieces),
+                              valid_lengths=VALID_LENGTHS)
         save_config(teacher_config(args.n_mels, args.recipe), work / "teacher.yaml")
         project = Project(work / "models" / "singer")
         opts = dict(data_dir=data, device="cpu", workers=0, progress=False)
         teacher = train(TrainOptions(project=project, base_config=work / "teacher.yaml",
                                      max_steps=args.teacher_steps, **opts), log=lambda m: None)
         teacher_s = time.perf_counter() - started
-        losses = []
-        options = dict(prediction=args.student_prediction, weighting=args.weighting)
-        student = distill(TrainOptions(project=Project(project.root / args.student_name), max_steps=args.distill_steps,
-                                       **opts), teacher.checkpoint, on_step=lambda r: losses.append(r.loss),
-                          log=lambda m: None, record_options=options)
-        record = load_model(student.checkpoint).config.distill
-        distill_s = time.perf_counter() - started - teacher_s
-        rows, summary = measure(load_model(teacher.checkpoint).model, load_model(student.checkpoint).model, data,
-                                args.seeds)
-    k = len(losses) // 10 or 1
+        teacher_model = load_model(teacher.checkpoint).model
+        students, notes = [], []
+        for wanted in dict.fromkeys(w.strip() for w in args.students.split(",")):
+            prediction = student_prediction(teacher_model.prediction) if wanted == "default" else wanted
+            if any(label.startswith(f"student ({prediction}") for label, _ in students):
+                continue
+            losses, began = [], time.perf_counter()
+            result = distill(TrainOptions(project=Project(project.root / f"student-{prediction}"),
+                                          max_steps=args.distill_steps, **opts), teacher.checkpoint,
+                             on_step=lambda r: losses.append(r.loss), log=lambda m: None,
+                             record_options=dict(prediction=prediction, weighting=args.weighting))
+            loaded = load_model(result.checkpoint)
+            record = loaded.config.distill
+            label = f"student ({prediction}{', the default' if wanted == 'default' else ''})"
+            students.append((label, loaded.model))
+            k = len(losses) // 10 or 1
+            trained = (f"distillation loss {sum(losses[:k]) / k:.4g} over the first tenth, "
+                       f"{sum(losses[-k:]) / k:.4g} over the last" if losses else "reused from --workdir")
+            notes.append(f"{label}: predicts {record['prediction']}, loss weighting {record['weighting']}, "
+                         f"{args.distill_steps} steps ({time.perf_counter() - began:.0f} s; {trained})")
+        rows, summary = measure(teacher_model, students, data, args.seeds)
+    size = teacher_config(args.n_mels)
     text = "\n".join([
         "# Distillation benchmark", "",
-        f"Machine: {machine_line(torch.device('cpu'))}. Teacher ({args.recipe} recipe: {RECIPES[args.recipe]}): DiffNet {teacher_config(args.n_mels).residual_layers}"
-        f"x{teacher_config(args.n_mels).residual_channels}, {args.n_mels} mel bins, trained {args.teacher_steps} steps "
-        f"({teacher_s:.0f} s) on synthetic prepared data ({len(TRAIN_LENGTHS)} pieces); student: consistency "
-        f"distillation (student predicts {record.get('prediction', 'as its teacher')}, loss weighting "
-        f"{record.get('weighting', 'sqrt-alpha')}), {args.distill_steps} steps ({distill_s:.0f} s; distillation loss {sum(losses[:k]) / k:.4g} "
-        f"over the first tenth, {sum(losses[-k:]) / k:.4g} over the last). {len(VALID_LENGTHS)} validation pieces "
-        f"({sum(VALID_LENGTHS)} frames), {args.seeds} start noises, each shared by every sampler.", "",
+        f"Machine: {machine_line(torch.device('cpu'))}. Teacher ({args.recipe} recipe: {RECIPES[args.recipe]}): DiffNet "
+        f"{size.residual_layers}x{size.residual_channels}, {args.n_mels} mel bins, trained {args.teacher_steps} steps "
+        f"({teacher_s:.0f} s) on synthetic prepared data ({args.train_pieces} pieces). Students, consistency "
+        f"distillation side by side from the same teacher and data: " + "; ".join(notes) + f". {len(VALID_LENGTHS)} "
+        f"validation pieces ({sum(VALID_LENGTHS)} frames), {args.seeds} start noises, each shared by every sampler.", "",
         markdown_table(["sampler", "denoiser calls", "seconds", "distance to DDIM 1000", "reconstruction (log-mel distance)",
                         "spread over seeds", "roughness (real = 1)"], rows), "",
         summary, "",
-        "PLMS is the original's sampler as it ran (no clipping of its x0 estimates): on this model it diverges, "
-        "as benchmarks/sampler.py found on the demo's. 'teacher via consistency steps' is the teacher sampled "
-        "at the student's steps (999, 499) with the student's update: the student before any distillation; "
-        "what the distillation adds is the student's row against it.", "",
+        "Distance to DDIM 1000: RMS, normalised mel units, to the teacher's own 1000-step solution from the same "
+        "noise (how faithfully a sampler follows the teacher, its flaws included). Reconstruction: eval's log-mel "
+        "distance to the real validation mels (how close to the singer). Roughness: the mean frame-to-frame change "
+        "of the sampled log-mel over the real mels' (1 = as rough as the real ones; above: noise left in, below: "
+        "blurred). PLMS is the original's sampler as it ran (no clipping of its x0 estimates): on this model it "
+        "diverges, as benchmarks/sampler.py found on the demo's. 'teacher via consistency steps' is the teacher "
+        "sampled at the student's steps (999, 499) with the student's update: an eps student before any "
+        "distillation; what the distillation adds is the student's rows against it.", "",
         "Command: `" + " ".join(["python benchmarks/distill.py", *(sys.argv[1:] if argv is None else argv)]) + "`",
     ]) + "\n"
     print(text)
@@ -128,7 +148,16 @@ def main(argv=None) -> int:
     return 0
 
 
-def measure(teacher, student, data_dir: Path, seeds: int):
+def average_mel(data_dir: Path) -> torch.Tensor:
+    """[M] each mel bin's mean over the training pieces' frames: what a model that ignored its
+    conditioning would do at best (the table's scale: a sampler must reconstruct better than this)."""
+    train_set = PieceDataset(PreparedData.find(data_dir), "train")
+    return torch.cat([torch.as_tensor(train_set[i].mel) for i in range(len(train_set))]).mean(0)
+
+
+def measure(teacher, students, data_dir: Path, seeds: int):
+    """The table's rows and the goal's line: every teacher sampler, then each (label, student) at
+    1, 2 and 4 steps; the goal is judged on the first student (distill's default)."""
     valid = PieceDataset(PreparedData.find(data_dir), "valid")
     batch = collate([valid[i] for i in range(len(valid))])
     mask = (torch.arange(batch.mel2ph.shape[1])[None] < batch.lengths[:, None]).float()[..., None]
@@ -155,9 +184,9 @@ def measure(teacher, student, data_dir: Path, seeds: int):
 
     cases = [("PLMS 50 (the original's)", teacher, "plms", 50), ("DDIM 20 (our default)", teacher, "ddim", 20),
              ("DPM-Solver++ 10", teacher, "dpm-solver++", 10), ("DDIM 2", teacher, "ddim", 2),
-             ("teacher via consistency steps, 2", teacher, "consistency", 2),
-             ("student, 1 step", student, "consistency", 1), ("student, 2 steps", student, "consistency", 2),
-             ("student, 4 steps", student, "consistency", 4)]
+             ("teacher via consistency steps, 2", teacher, "consistency", 2)]
+    for label, student in students:
+        cases += [(f"{label}, {n} step{'s' if n > 1 else ''}", student, "consistency", n) for n in (1, 2, 4)]
     results = {name: {"dist": [], "recon": [], "rough": [], "s": [], "calls": 0} for name, *_ in cases}
     for seed in range(seeds):
         noise = torch.randn(batch.items, 1, teacher.n_mels, batch.mel2ph.shape[1],
@@ -172,7 +201,8 @@ def measure(teacher, student, data_dir: Path, seeds: int):
             r["dist"].append(rms(teacher.norm_spec(mel), ref_norm))
             r["recon"].append(recon(mel))
             r["rough"].append(texture(mel))
-    rows = []
+    rows = [["no model: the singer's average mel (each bin's mean over the training pieces)", 0, 0.0, float("nan"),
+             recon(average_mel(data_dir).expand_as(batch.mel).clone()), 0.0, 0.0]]
     for name, *_ in cases:
         r = results[name]
         mean = lambda v: sum(v) / len(v)  # noqa: E731
@@ -180,7 +210,8 @@ def measure(teacher, student, data_dir: Path, seeds: int):
                      mean(r["rough"])])
     by = {row[0]: row for row in rows}
     ddim = by["DDIM 20 (our default)"]
-    best = min((by[n] for n in ("student, 1 step", "student, 2 steps")), key=lambda row: row[4])
+    first = students[0][0]
+    best = min((by[f"{first}, 1 step"], by[f"{first}, 2 steps"]), key=lambda row: row[4])
     goal = best[4] <= ddim[4] + ddim[5]
     summary = (f"Goal (student at 2 steps or fewer reconstructs as well as DDIM 20, within the spread between seeds, "
                f"with at least 10x fewer denoiser calls): {best[0]} reconstructs at {best[4]:.4g} against DDIM 20's "

@@ -5,6 +5,7 @@
     diffsvc distill --project alice --ckpt orig/model_ckpt_steps_100000.ckpt   # any checkpoint (ours or the
                                                            # original's), its config.yaml beside it
     diffsvc distill --project alice --steps 20000          # stop once the student has done 20000 steps
+    diffsvc distill --project alice --prediction eps       # a student that outputs noise, as its eps teacher
     torchrun --nproc_per_node=4 -m diffsvc distill --project alice
 
 The student goes to models/NAME/student/ (checkpoints, config.yaml, logs); a second run continues it.
@@ -31,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     teacher.add_argument("--ckpt", type=Path, default=None,
                          help="the teacher is this checkpoint (ours or an original Diff-SVC one; its config.yaml "
                               "beside it)")
+    parser.add_argument("--prediction", choices=("v", "x0", "eps"), default=None,
+                        help="what a new student's denoiser outputs (default: v for an eps or v teacher, such as an "
+                             "original Diff-SVC model, x0 for an x0 one; README \"Few-step students\")")
     parser.add_argument("--data", default="raw", type=Path,
                         help="prepared data of the teacher's singer (a raw folder with its .diffsvc inside, or the "
                              "prepared folder itself; default: raw)")
@@ -84,5 +88,5 @@ def run(args: argparse.Namespace) -> int:
     options = TrainOptions(project=student, data_dir=args.data, trust_checkpoint=args.trust_checkpoint,
                            max_steps=args.steps, batch_size=args.batch_size, device=args.device, workers=args.workers,
                            precision=args.precision, progress=not args.no_progress)
-    result = distill(options, teacher)
+    result = distill(options, teacher, record_options={"prediction": args.prediction})
     return 130 if result.stopped_by_signal else 0

@@ -94,6 +94,10 @@ class DistillTrainer(Trainer):
             if given is not None and given.resolve() != recorded.resolve():
                 raise DiffSvcError(f"{project.root} is a student of {recorded}, not of {given}; pass --reset to "
                                    "start a new student from this teacher")
+            asked = self.record_options.get("prediction")
+            if asked is not None and asked != config.prediction:
+                raise DiffSvcError(f"{project.root} is a student that predicts {config.prediction}, not {asked}; "
+                                   "pass --reset to start a new student")
             if not recorded.is_file():
                 raise DiffSvcError(f"{recorded}: the teacher recorded in {project.config_path} is missing; put it "
                                    "back, or --reset to distil another")
