@@ -86,6 +86,9 @@ def main(argv=None) -> int:
                              "own choice for the teacher, and eps, the teacher's output as the original predicts)")
     parser.add_argument("--weighting", choices=WEIGHTINGS, default=None,
                         help="the distillation loss weight over steps (default: distill's choice for each prediction)")
+    parser.add_argument("--lr", type=float, default=None, help="the students' learning rate (default: distill's)")
+    parser.add_argument("--ema", type=float, default=None, help="the target network's rate (default: distill's)")
+    parser.add_argument("--tag", default="", help="added to the students' folder names (variants in one --workdir)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from prepared_fixture import write_prepared
@@ -108,10 +111,10 @@ def main(argv=None) -> int:
             if any(label.startswith(f"student ({prediction}") for label, _ in students):
                 continue
             losses, began = [], time.perf_counter()
-            result = distill(TrainOptions(project=Project(project.root / f"student-{prediction}"),
+            result = distill(TrainOptions(project=Project(project.root / f"student-{prediction}{args.tag}"),
                                           max_steps=args.distill_steps, **opts), teacher.checkpoint,
                              on_step=lambda r: losses.append(r.loss), log=lambda m: None,
-                             record_options=dict(prediction=prediction, weighting=args.weighting))
+                             record_options=dict(prediction=prediction, weighting=args.weighting, lr=args.lr, ema=args.ema))
             loaded = load_model(result.checkpoint)
             record = loaded.config.distill
             label = f"student ({prediction}{', the default' if wanted == 'default' else ''})"
@@ -120,6 +123,7 @@ def main(argv=None) -> int:
             trained = (f"distillation loss {sum(losses[:k]) / k:.4g} over the first tenth, "
                        f"{sum(losses[-k:]) / k:.4g} over the last" if losses else "reused from --workdir")
             notes.append(f"{label}: predicts {record['prediction']}, loss weighting {record['weighting']}, "
+                         f"lr {loaded.config.lr:g}, target EMA {record['ema']:g}, "
                          f"{args.distill_steps} steps ({time.perf_counter() - began:.0f} s; {trained})")
         rows, summary = measure(teacher_model, students, data, args.seeds)
     size = teacher_config(args.n_mels)

@@ -108,8 +108,9 @@ class DistillTrainer(Trainer):
             self.teacher = self._load_teacher(given)
             if self.dist.is_main:
                 options = {"prediction": student_prediction(self.teacher.model.prediction), **self.record_options}
+                lr = options.pop("lr", None)
                 record = distill_record(given, self.teacher.global_step, **options)
-                config = student_config(self.teacher.config, record)
+                config = student_config(self.teacher.config, record, **({} if lr is None else {"lr": float(lr)}))
                 project.root.mkdir(parents=True, exist_ok=True)
                 self._created = True
                 from diffsvc.config import save_config
@@ -201,5 +202,5 @@ def distill(options: TrainOptions, teacher: Path | None = None, on_step: Callabl
             log: Callable[[str], None] | None = None, record_options: dict | None = None):
     """Create or continue the student in options.project and train it until max_steps (or a signal).
     `record_options`: distill_record's keywords for a new student (intervals, ema, prediction,
-    weighting; None or missing: the defaults)."""
+    weighting; None or missing: the defaults) and its learning rate (lr)."""
     return DistillTrainer(options, teacher, on_step=on_step, log=log, record_options=record_options).run()
