@@ -1,22 +1,28 @@
-"""The distilled student against the teacher's samplers, side by side in one run.
+"""The distilled students against the teacher's samplers, side by side in one run.
 
 Trains a small teacher on synthetic prepared data (the tests' singer: each piece's mel a smooth
-function of its content units and f0), distils a consistency student from it with `diffsvc
-distill`'s code, then samples the validation pieces from the same start noise with every sampler
-and reports, per sampler: denoiser calls, seconds, the RMS distance to the teacher's 1000-step DDIM
-solution (RMS, normalised mel units, as benchmarks/sampler.py), and the reconstruction error of the
-validation pieces (the log-mel distance `diffsvc eval` reports, diffsvc.evaluation.metrics:
-mean absolute log10-mel difference to the real mels over real frames, averaged over the pieces). Each figure is the
-mean over --seeds start noises; `spread` is the largest minus the smallest reconstruction error
-over those seeds (how much the seed alone moves it).
+function of its content units and f0; 256 training pieces, so the teacher generalises to the
+validation pieces' unseen units), distils consistency students from it with `diffsvc distill`'s code
+(by default the student distill makes for this teacher, and an eps student beside it), then samples
+the validation pieces from the same start noise with every sampler and reports, per sampler:
+denoiser calls, seconds, the RMS distance to the teacher's 1000-step DDIM solution (RMS, normalised
+mel units, as benchmarks/sampler.py), the reconstruction error of the validation pieces (the
+log-mel distance `diffsvc eval` reports, diffsvc.evaluation.metrics: mean absolute log10-mel
+difference to the real mels over real frames, averaged over the pieces) and the roughness (mean
+frame-to-frame change, benchmarks/recipe_diagnose.py) over the real mels'. Each figure is the mean
+over --seeds start noises; `spread` is the largest minus the smallest reconstruction error over
+those seeds (how much the seed alone moves it). The first row is no model at all: each bin's
+average over the training mels, the reconstruction any sampler must beat to have learned anything.
 
 "teacher via consistency steps" is the teacher sampled with the student's sampler (before any
-distillation the student is its teacher): what the distillation itself adds is the difference.
+distillation a student that predicts what its teacher does is its teacher): what the distillation
+itself adds is the difference.
 
-    python benchmarks/distill.py                       # a few minutes on one CPU thread
-    python benchmarks/distill.py --distill-steps 4000  # longer distillation
+    python benchmarks/distill.py                              # the original's recipe (eps): distill.md
+    python benchmarks/distill.py --recipe ours --out distill-x0.md
+    python benchmarks/distill.py --distill-steps 5000         # longer distillation
 
-Prints the table and writes benchmarks/results/distill.md.
+Prints the table and writes benchmarks/results/distill.md (or --out).
 """
 
 from __future__ import annotations
@@ -68,13 +74,13 @@ def teacher_config(n_mels: int, recipe: str = "original") -> Config:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--teacher-steps", type=int, default=2000)
+    parser.add_argument("--teacher-steps", type=int, default=4000)
     parser.add_argument("--distill-steps", type=int, default=1500)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="original",
                         help="the teacher's training recipe: original (eps, as distill.md) or ours (EMA, clamped-SNR, x0)")
     parser.add_argument("--n-mels", type=int, default=32)
-    parser.add_argument("--train-pieces", type=int, default=32, help="synthetic training pieces (40-100 frames each)")
+    parser.add_argument("--train-pieces", type=int, default=256, help="synthetic training pieces (40-100 frames each)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: small models run faster on one thread of a busy machine)")
     parser.add_argument("--workdir", type=Path, default=None,

@@ -7,16 +7,20 @@ For each item, with its own n in 1..N and noise (randomness.item_randomness, so 
     x_hi   = sqrt(a(g_n)) * x0 + sqrt(1 - a(g_n)) * noise          the clean mel noised to g_n
     x_lo   = the teacher's one DDIM step from x_hi at g_n to g_{n-1}  (x0 estimate clipped to [-1, 1],
                                                                      as diffsvc's DDIM sampler steps)
-    loss   = sqrt(a(g_n)) * || f_student(x_hi, g_n) - clip(f_target(x_lo, g_{n-1})) ||^2   over real frames and bins
+    loss   = w(g_n) * || f_student(x_hi, g_n) - clip(f_target(x_lo, g_{n-1})) ||^2   over real frames and bins
 
-f is the consistency function of diffsvc.sampling.consistency (f(x, 0) = x: the boundary), the
-target is clipped to the mel range [-1, 1] as the samplers clip, and the target network is an exponential moving average of the student (rate `ema`) and takes no
-gradient. The weight sqrt(a(g_n)) (a: alphas_cumprod) tames the noisiest steps: the student predicts
-noise, and its x0 = (x_t - sqrt(1 - a) * eps) / sqrt(a) magnifies an error in eps by up to
-1 / sqrt(a) = 158 at the last step of the original's schedule; unweighted, those steps swamp the loss
-and the student diverged within 50 steps (measured). Weights a, sqrt(a), min(1, SNR) and 1 (with a
-10x lower learning rate) were compared on a small teacher (300 steps): within a few percent of each
-other at 1 and 2 steps, sqrt(a) best at 2 and 4 steps.
+f is the consistency function of diffsvc.sampling.consistency (f(x, 0) = x: the boundary), built on
+the student's clean-mel estimate (GaussianDiffusion.x0_from, by what the student predicts); the
+target is clipped to the mel range [-1, 1] as the samplers clip, and the target network is an
+exponential moving average of the student (rate `ema`) and takes no gradient.
+
+What the student predicts (student.student_prediction): v for an eps teacher (the original's), x0
+for an x0 one. An eps student's x0 = (x_t - sqrt(1 - a) * eps) / sqrt(a) magnifies an error in eps by
+up to 1 / sqrt(a) = 158 at the last step of the original's schedule, so at the noisiest steps it
+can only repeat its teacher (Salimans & Ho 2022, "Progressive distillation", sec. 4, make the same
+point and distil into v or x0 students); its loss takes the weight w = sqrt(a) ("sqrt-alpha": unweighted,
+those steps swamp the loss and it diverged within 50 steps, measured), a v or x0 student w = 1
+("uniform"). benchmarks/distill.py distils both side by side.
 One teacher call per training step: the student learns to jump, from anywhere on the
 teacher's probability-flow ODE, to where that trajectory ends.
 

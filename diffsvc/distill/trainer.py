@@ -20,9 +20,8 @@ import torch
 from diffsvc.checkpoint import LoadedModel, load_model
 from diffsvc.config import Config
 from diffsvc.data.prepared import PreparedData
-from diffsvc.distill.objective import ConsistencyDistillationLoss
-from diffsvc.distill.student import (DISTILL_KEY, default_weighting, distill_record, student_config,
-                                     student_prediction)
+from diffsvc.distill.objective import WEIGHTINGS, ConsistencyDistillationLoss
+from diffsvc.distill.student import DISTILL_KEY, distill_record, student_config, student_prediction
 from diffsvc.errors import DiffSvcError
 from diffsvc.training.distributed import DistInfo, barrier
 from diffsvc.training.loop import StepRecord, Trainer, TrainOptions
@@ -76,10 +75,12 @@ class DistillTrainer(Trainer):
 
     def _make_loss(self, state: TrainState, config: Config, device: torch.device, dist: DistInfo):
         record = config.distill
+        weighting = record.get("weighting", "sqrt-alpha")  # an earlier student's
+        if weighting not in WEIGHTINGS:
+            raise DiffSvcError(f"{self.options.project.config_path}: distill weighting {weighting!r} is not one of "
+                               f"{', '.join(WEIGHTINGS)}")
         return ConsistencyDistillationLoss.for_run(state, self.teacher.model, intervals=int(record["intervals"]),
-                                                   ema=float(record["ema"]),
-                                                   weighting=record.get("weighting", default_weighting(config.prediction)),
-                                                   seed=config.seed,
+                                                   ema=float(record["ema"]), weighting=weighting, seed=config.seed,
                                                    masked=config.loss_mask, device=device, dist=dist)
 
     def _setup_config(self, data: PreparedData) -> Config:

@@ -2,15 +2,16 @@
 so 1 step samples, and 2 or 4 steps refine (multistep consistency sampling, Song et al. 2023,
 "Consistency Models", Algorithm 1).
 
-The student is a DiffNet like its teacher and still outputs a noise prediction eps; the
-consistency function is built on it with the boundary-condition skip parametrisation
+The student is a DiffNet like its teacher; whatever it predicts (eps, v or x0: its checkpoint's
+`prediction`), the consistency function is built on its clean-mel estimate x0 with the
+boundary-condition skip parametrisation
 
-    f(x_t, t) = c_skip(t) * x_t + c_out(t) * x0(x_t, eps),   x0 = (x_t - sqrt(1 - a_t) * eps) / sqrt(a_t)
+    f(x_t, t) = c_skip(t) * x_t + c_out(t) * x0(x_t, t),   x0 = (x_t - sqrt(1 - a_t) * eps) / sqrt(a_t)
 
 with c_skip(t) = s^2 / ((t * TIMESTEP_SCALE)^2 + s^2), c_out(t) = t * TIMESTEP_SCALE / sqrt((t * TIMESTEP_SCALE)^2 + s^2),
 s = SIGMA_DATA (the latent consistency models' form for an eps-prediction network, Luo et al. 2023): f(x, 0) = x
 exactly, and from step 1 on f is the network's x0 estimate, so a student initialised from its teacher
-starts as the teacher's one-step DDIM. `a_t` is alphas_cumprod, `t` the integer step.
+(and predicting what it does) starts as the teacher's one-step DDIM. `a_t` is alphas_cumprod, `t` the integer step.
 
 Between steps the sample is noised again to the next (lower) step. `renoise="ode"` (the default)
 re-noises along the noise the current step implies, eps_hat = (x_t - sqrt(a_t) x0) / sqrt(1 - a_t),
