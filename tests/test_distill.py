@@ -269,6 +269,12 @@ def test_distill_then_infer_and_eval_with_the_student(tmp_path, monkeypatch, cap
     capsys.readouterr()
     student = student_root(tmp_path / "models" / "singer")
     assert sorted(find_checkpoints(student)) == [2]
+    # the teacher is an original-layout (eps) checkpoint: its student predicts v, and keeps doing so
+    assert load_model(student / "model_ckpt_steps_2.ckpt").model.prediction == "v"
+    assert main(["distill", "--project", "singer", "--steps", "3", "--prediction", "eps", "--device", "cpu",
+                 "--workers", "0", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "predicts v, not eps" in err and "--reset" in err
     for steps in (1, 2, 4):
         rc = main(["infer", "song.wav", "--project", "singer", "--sampler", "consistency", "--sampling-steps",
                    str(steps), "--seed", "0", "--out", f"out{steps}.wav", "--quiet"])
