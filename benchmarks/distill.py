@@ -227,6 +227,11 @@ def measure(teacher, students, data_dir: Path, seeds: int):
                f"with at least 10x fewer denoiser calls): {best[0]} reconstructs at {best[4]:.4g} against DDIM 20's "
                f"{ddim[4]:.4g} (spread {ddim[5]:.2g}) with {ddim[1] / best[1]:.0f}x fewer calls: "
                f"{'met' if goal else 'NOT met'}.")
+    no_model = rows[0][4]
+    if ddim[4] >= no_model:
+        summary += (f" But this teacher's DDIM 20 reconstructs worse than no model at all ({ddim[4]:.4g} against the "
+                    f"average mel's {no_model:.4g}): it has not learned the singer, so beating it says little; "
+                    f"{best[0]} reconstructs at {best[4]:.4g} against no model's {no_model:.4g}.")
     return rows, summary
 
 
