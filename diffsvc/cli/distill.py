@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                               "beside it)")
     parser.add_argument("--prediction", choices=("v", "x0", "eps"), default=None,
                         help="what a new student's denoiser outputs (default: v for an eps or v teacher, such as an "
-                             "original Diff-SVC model, x0 for an x0 one; README \"Few-step students\")")
+                             'original Diff-SVC model, x0 for an x0 one; README section "diffsvc distill")')
     parser.add_argument("--data", default="raw", type=Path,
                         help="prepared data of the teacher's singer (a raw folder with its .diffsvc inside, or the "
                              "prepared folder itself; default: raw)")

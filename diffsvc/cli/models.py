@@ -78,7 +78,35 @@ def _projects(models_dir: Path) -> list[str]:
         shown = ", ".join(str(s) for s in list(steps)[-5:])
         lines.append(f"  {folder.name}: steps {shown} ({kind})")
         lines.extend(f"    [BROKEN ] step {step}: {problem}" for step, problem in _broken_checkpoints(steps))
+        lines.extend(_student_lines(folder))
     return lines
+
+
+def _student_lines(project: Path) -> list[str]:
+    """The project's distilled student (models/NAME/student, what `infer --sampler consistency`
+    converts with): its steps, what it predicts and the step counts it was made for; broken ones."""
+    from diffsvc.checkpoint import find_checkpoints
+    from diffsvc.distill.student import check_record, student_root
+
+    folder = student_root(project)
+    steps = find_checkpoints(folder)
+    if not steps:
+        return []
+    try:
+        if not (folder / "config.yaml").exists():
+            raise DiffSvcError("no config.yaml beside its checkpoints; distill again with --reset")
+        cfg = load_config(folder / "config.yaml")
+        if not cfg.distill:
+            raise DiffSvcError(f"{folder / 'config.yaml'} has no distill record")
+        record = check_record(cfg, str(folder / "config.yaml"))
+        counts = "/".join(str(n) for n in record.get("sampling_steps", [])) or "any"
+        kind = (f"{record.get('method', 'consistency')} student of step {record.get('teacher_step', '?')}, predicts "
+                f"{record['prediction']}, for {counts} steps: infer --sampler consistency")
+    except DiffSvcError as e:
+        kind = f"config problem: {e}"
+    shown = ", ".join(str(s) for s in list(steps)[-5:])
+    return [f"    student: steps {shown} ({kind})",
+            *(f"    [BROKEN ] student step {step}: {problem}" for step, problem in _broken_checkpoints(steps))]
 
 
 def _broken_checkpoints(steps: dict) -> list[tuple[int, str]]:

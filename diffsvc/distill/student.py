@@ -64,6 +64,29 @@ def student_config(teacher: Config, record: dict, *, lr: float = DEFAULT_LR, max
                            prediction=record.get("prediction", teacher.prediction), distill=dict(record))
 
 
+def check_record(config: Config, source: str) -> dict:
+    """The student's `distill` record, checked (one ConfigError naming `source` for a hand-edited
+    one that is wrong): intervals a whole number >= 1, ema a number in [0, 1), weighting one of
+    objective.WEIGHTINGS (missing: an earlier student's sqrt-alpha), prediction (missing: an earlier
+    student's) the same as the config's own."""
+    from diffsvc.distill.objective import WEIGHTINGS
+
+    record = dict(config.distill)
+    intervals, ema = record.get("intervals"), record.get("ema")
+    if isinstance(intervals, bool) or not isinstance(intervals, int) or intervals < 1:
+        raise ConfigError(f"{source}: distill intervals must be a whole number of 1 or more, not {intervals!r}")
+    if isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0 <= ema < 1:
+        raise ConfigError(f"{source}: distill ema (the target network's rate) must be a number from 0 to below 1, "
+                          f"not {ema!r}")
+    record.setdefault("weighting", "sqrt-alpha")
+    if record["weighting"] not in WEIGHTINGS:
+        raise ConfigError(f"{source}: distill weighting {record['weighting']!r} is not one of {', '.join(WEIGHTINGS)}")
+    if record.setdefault("prediction", config.prediction) != config.prediction:
+        raise ConfigError(f"{source}: distill prediction {record['prediction']!r} disagrees with the config's "
+                          f"prediction: {config.prediction}; the student predicts one thing, put the same in both")
+    return record
+
+
 def is_student(config: Config) -> bool:
     return bool(config.distill)
 

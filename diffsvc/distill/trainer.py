@@ -20,8 +20,8 @@ import torch
 from diffsvc.checkpoint import LoadedModel, load_model
 from diffsvc.config import Config
 from diffsvc.data.prepared import PreparedData
-from diffsvc.distill.objective import WEIGHTINGS, ConsistencyDistillationLoss
-from diffsvc.distill.student import DISTILL_KEY, distill_record, student_config, student_prediction
+from diffsvc.distill.objective import ConsistencyDistillationLoss
+from diffsvc.distill.student import DISTILL_KEY, check_record, distill_record, student_config, student_prediction
 from diffsvc.errors import DiffSvcError
 from diffsvc.training.distributed import DistInfo, barrier
 from diffsvc.training.loop import StepRecord, Trainer, TrainOptions
@@ -74,13 +74,10 @@ class DistillTrainer(Trainer):
         return student
 
     def _make_loss(self, state: TrainState, config: Config, device: torch.device, dist: DistInfo):
-        record = config.distill
-        weighting = record.get("weighting", "sqrt-alpha")  # an earlier student's
-        if weighting not in WEIGHTINGS:
-            raise DiffSvcError(f"{self.options.project.config_path}: distill weighting {weighting!r} is not one of "
-                               f"{', '.join(WEIGHTINGS)}")
+        record = check_record(config, str(self.options.project.config_path))
         return ConsistencyDistillationLoss.for_run(state, self.teacher.model, intervals=int(record["intervals"]),
-                                                   ema=float(record["ema"]), weighting=weighting, seed=config.seed,
+                                                   ema=float(record["ema"]), weighting=record["weighting"],
+                                                   seed=config.seed,
                                                    masked=config.loss_mask, device=device, dist=dist)
 
     def _setup_config(self, data: PreparedData) -> Config:
@@ -92,6 +89,7 @@ class DistillTrainer(Trainer):
             if not config.distill:
                 raise DiffSvcError(f"{project.config_path}: not a student's config (no distill record); "
                                    "distil into an empty folder")
+            check_record(config, str(project.config_path))
             if given is not None and given.resolve() != recorded.resolve():
                 raise DiffSvcError(f"{project.root} is a student of {recorded}, not of {given}; pass --reset to "
                                    "start a new student from this teacher")

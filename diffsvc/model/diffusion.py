@@ -108,8 +108,7 @@ class GaussianDiffusion(nn.Module):
         prediction (x_t = sqrt(a) x0 + sqrt(1-a) eps solved for eps), the output itself for eps."""
         if self.prediction == "eps":
             return out
-        a = self.sqrt_alphas_cumprod.gather(-1, t).reshape(-1, 1, 1, 1).to(out.dtype)
-        b = self.sqrt_one_minus_alphas_cumprod.gather(-1, t).reshape(-1, 1, 1, 1).to(out.dtype)
+        a, b = self._coefficients(t)
         if self.prediction == "x0":
             return (x_t - a * out) / b
         return a * out + b * x_t
@@ -121,11 +120,18 @@ class GaussianDiffusion(nn.Module):
         prediction, the output itself for x0 prediction."""
         if self.prediction == "x0":
             return out
-        a = self.sqrt_alphas_cumprod.gather(-1, t).reshape(-1, 1, 1, 1).to(out.dtype)
-        b = self.sqrt_one_minus_alphas_cumprod.gather(-1, t).reshape(-1, 1, 1, 1).to(out.dtype)
+        a, b = self._coefficients(t)
         if self.prediction == "eps":
             return (x_t - b * out) / a
         return a * x_t - b * out
+
+    def _coefficients(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """sqrt(a), sqrt(1-a) at steps t [B], shaped [B,1,1,1], in the buffers' float32: a bf16 or
+        fp16 denoiser output (autocast) is promoted to float32 by them, so the conversion adds no
+        rounding the network did not make (the sampler's sums stay float32)."""
+        a = self.sqrt_alphas_cumprod.gather(-1, t).reshape(-1, 1, 1, 1)
+        b = self.sqrt_one_minus_alphas_cumprod.gather(-1, t).reshape(-1, 1, 1, 1)
+        return a, b
 
     # --- conditioning ---
     def condition(self, units: torch.Tensor, mel2ph: torch.Tensor, f0_log2: torch.Tensor,

@@ -166,7 +166,9 @@ def infer_command(ctx: UiContext, song: Path, out: Path, settings: dict, f0_in: 
     argv = ["infer", str(song), "--models-dir", str(ctx.models_dir), "--project", settings["project"],
             "--key", str(settings["key"]), "--format", settings["format"], "--out", str(out), "--plot",
             "--f0-out", str(out.with_suffix(".f0.csv")), "--progress", "--overwrite"]
-    if settings.get("step"):
+    if settings.get("step") and settings.get("sampler") != "consistency":
+        # the page's step is one of the teacher's checkpoints; with the consistency sampler infer's
+        # --steps picks the *student's* checkpoint, so the project's newest student converts instead
         argv += ["--steps", str(settings["step"])]
     if settings.get("f0_method") not in (None, "", DEFAULT):
         argv += ["--f0", settings["f0_method"]]
