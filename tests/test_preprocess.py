@@ -296,3 +296,25 @@ def test_cli(raw, capsys, monkeypatch, tmp_path):
     assert main(["preprocess", str(bad), *common, "--content", "stand-in"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no usable training data" in err[0] and "1 file(s) could not be read" in err[0]
+
+
+@pytest.mark.parametrize("layout", ["empty", "no audio"])
+def test_a_folder_without_audio_is_said_first_before_model_files(layout, capsys, monkeypatch, tmp_path):
+    """The most basic input problem first: a folder with no audio is one line naming it and what to do,
+    before the missing HuBERT-soft weights (not in tmp_path) or a crepe model are looked for, and the
+    folder is left as it was (no .diffsvc made in it)."""
+    from diffsvc.cli.main import main
+
+    monkeypatch.chdir(tmp_path)  # models/hubert_soft.pt does not exist here
+    folder = tmp_path / "my takes"
+    (folder / "sub").mkdir(parents=True)
+    if layout == "no audio":
+        (folder / "notes.txt").write_text("lyrics")
+        (folder / "sub" / "cover.png").write_bytes(b"\x89PNG")
+    before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+    assert main(["preprocess", str(folder), "--content", "hubert-soft"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert f"{folder}: no audio files found" in err[0] and "put the singer's recordings in it" in err[0], err
+    assert "hubert" not in err[0].lower() and "crepe" not in err[0].lower(), err
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before  # nothing written

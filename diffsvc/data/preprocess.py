@@ -310,6 +310,15 @@ def preprocess(raw_dir: str | os.PathLike, config, options: PreprocessOptions | 
     raw = Path(raw_dir)
     if not raw.is_dir():
         raise DiffSvcError(f"{raw}: no such folder; pass the folder that holds your recordings")
+    # the most basic problem first: a folder without audio is said before any setting or model file is
+    # checked (a missing HuBERT named first sent users after weights they did not need yet), and before
+    # raw/.diffsvc is made (an empty folder is left as it was)
+    scan = scan_audio(raw)
+    if not scan.audio:
+        skipped = f"; {len(scan.skipped)} other file(s) skipped" if scan.skipped else ""
+        raise DiffSvcError(f"{raw}: no audio files found (looked for .wav, .flac, .ogg, .mp3 and more, in all "
+                           f"sub-folders{skipped}); put the singer's recordings in it, or pass the folder that "
+                           "holds them")
     if config.audio_sample_rate != SAMPLE_RATE:
         raise DiffSvcError(f"audio_sample_rate {config.audio_sample_rate}: preprocess prepares 44100 Hz data "
                            "(the NSF-HiFiGAN setup); use a 44.1 kHz config")
@@ -329,11 +338,6 @@ def preprocess(raw_dir: str | os.PathLike, config, options: PreprocessOptions | 
         content["revision"] = made_by.revision
     if content_encoder is None:
         check_content_weights(choice, config)
-
-    scan = scan_audio(raw)
-    if not scan.audio:
-        raise DiffSvcError(f"{raw}: no audio files found (looked for .wav, .flac, .ogg, .mp3 and more, "
-                           f"in all sub-folders{'; ' + str(len(scan.skipped)) + ' other files skipped' if scan.skipped else ''})")
 
     # Phase 1: the check (decode, slice, mel)
     mel = mel_settings(config)
