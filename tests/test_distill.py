@@ -305,3 +305,65 @@ def test_multi_singer_distillation_logs_validation_figures(tmp_path, monkeypatch
                  "--no-progress"]) == 0
     out = capsys.readouterr()
     assert "validation figures disabled" not in out.out + out.err
+
+
+def _student_of(project: Path) -> Path:
+    """models/NAME/student/ made by hand from the project's own checkpoint (the layout `diffsvc distill`
+    writes: the student config with its distill record, a checkpoint beside it); no distillation run."""
+    import shutil
+
+    from diffsvc.distill.student import distill_record, student_config
+
+    teacher = project / "model_ckpt_steps_1000.ckpt"
+    folder = student_root(project)
+    folder.mkdir()
+    save_config(student_config(load_config(project / "config.yaml"), distill_record(teacher, 1000)),
+                folder / "config.yaml")
+    shutil.copy(teacher, folder / "model_ckpt_steps_2.ckpt")
+    return folder
+
+
+def test_a_step_count_the_student_was_not_distilled_for_runs_with_one_warning(tmp_path, monkeypatch, capsys):
+    """Consistency sampling runs at any count, so infer does not refuse 3 steps of a student distilled for
+    [1, 2, 4]: it converts and says so in one warning line (none for 2); eval warns the same way. Below 1
+    is refused in one line, for the student and for every teacher sampler alike, and so is the library's
+    make_sampler (which took 0 for a default, or -3 for one step)."""
+    from audio_synth import synth_voice
+    from cli_checks import one_error_line
+    from infer_fixture import write_project
+
+    monkeypatch.chdir(tmp_path)
+    _student_of(write_project(tmp_path, "singer"))
+    wav, _ = synth_voice(1.0, 44100, f0=220.0, seed=0)
+    sf.write(tmp_path / "song.wav", wav, 44100)
+    common = ["--project", "singer", "--sampler", "consistency", "--seed", "0", "--quiet"]
+
+    assert main(["infer", "song.wav", *common, "--sampling-steps", "3", "--out", "three.wav"]) == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert len(warnings) == 1, err
+    assert "3 steps" in warnings[0] and "1, 2, 4" in warnings[0], warnings
+    assert "consistency 3 steps" in err and len(sf.read(tmp_path / "three.wav")[0]) == len(wav)
+    assert main(["infer", "song.wav", *common, "--sampling-steps", "2", "--out", "two.wav"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert main(["infer", "song.wav", *common, "--out", "default.wav"]) == 0  # the student's own 2
+    assert "warning" not in capsys.readouterr().err
+
+    # eval: the same line before its own work (here: nothing to evaluate, which is its error)
+    assert main(["eval", "--project", "singer", "--sampler", "consistency", "--sampling-steps", "3"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and err[0].startswith("diffsvc eval: warning:") and "1, 2, 4" in err[0], err
+
+    for sampler in ("consistency", "ddim", "dpm-solver++", "plms", "ddpm"):
+        for steps in ("0", "-1"):
+            one_error_line(main(["infer", "song.wav", "--project", "singer", "--sampler", sampler, "--sampling-steps",
+                                 steps, "--quiet"]), capsys.readouterr().err,
+                           f"--sampling-steps must be at least 1, got {steps}")
+    from diffsvc.errors import DiffSvcError
+    from diffsvc.model.diffusion import GaussianDiffusion
+
+    model = GaussianDiffusion.from_config(tiny_config(**MODEL))
+    for sampler in ("consistency", "ddim", "dpm-solver++", "plms", "ddpm"):
+        for steps in (0, -3):
+            with pytest.raises(DiffSvcError, match=f"sampling steps must be at least 1, got {steps}"):
+                make_sampler(sampler, model.schedule(), steps)

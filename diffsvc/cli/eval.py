@@ -101,6 +101,13 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise DiffSvcError(f"{flag} must be at least 1, got {value}")
     choices = choose_checkpoints(args.models_dir, args.project, args.steps, args.all_steps, args.sampler)
+    if args.sampler in (None, "consistency"):  # a student: the step counts it was distilled for
+        from diffsvc.distill.student import config_beside, untrained_steps_warning
+
+        note = untrained_steps_warning(config_beside(choices[0].path), args.sampling_steps,
+                                       str(choices[0].path.parent))
+        if note:
+            print(f"diffsvc eval: {note}", file=sys.stderr)
     data, data_note = load_data(args.data)
     names = list(args.songs) + list(getattr(args, "songs_after_steps", []))
     songs = {path: load_audio(path) for path in (collect_inputs(names) if names else [])}

@@ -53,7 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sampler", choices=SAMPLERS.names(),
                    help="sampler (default: the project's; ddim unless its config says otherwise). consistency: "
                         "convert with the project's distilled student (made by `diffsvc distill`; --steps then "
-                        "picks the student's checkpoint) in 1, 2 or 4 --sampling-steps (default 2)")
+                        "picks the student's checkpoint) in 1, 2 or 4 --sampling-steps (default 2; other counts run "
+                        "with a warning)")
     g.add_argument("--sampling-steps", type=int, help="denoiser steps (default: the project's sampling_steps; ddpm "
                                                       "always runs every step of the schedule, plms one step more)")
     g.add_argument("--shallow", type=int, metavar="K", help="start from the input mel noised to step K (shallow diffusion)")
@@ -186,6 +187,12 @@ def run(args: argparse.Namespace) -> int:
 
     args.f0_curve = load_f0_csv(args.f0_in) if args.f0_in else None  # a bad file: one line before any model loads
     choice = _choose_model(args)
+    if args.sampler in (None, "consistency"):  # a student (chosen, or a --ckpt whose config says so)
+        from diffsvc.distill.student import config_beside, untrained_steps_warning
+
+        note = untrained_steps_warning(config_beside(choice.path), args.sampling_steps, str(choice.path))
+        if note:
+            print(f"diffsvc infer: {note}", file=sys.stderr)
     speaker = parse_speaker(getattr(args, "speaker", None), singers_beside(choice.path))
     project = choice.project if speaker is None else f"{choice.project}_{speaker.label}"
     tag = f"{project}_steps_{choice.step}" if choice.step >= 0 else f"{project}_{choice.path.stem}"

@@ -145,3 +145,21 @@ def check_sampler_fits(config: Config, sampler: str | None, source: str) -> None
         raise ConfigError(f"{source} is a distilled student ({config.distill.get('method')} distillation of "
                           f"{config.distill.get('teacher')}); it samples with --sampler consistency "
                           f"(1, 2 or 4 --sampling-steps), not {sampler}")
+
+
+def untrained_steps_warning(config: Config | None, steps: int | None, source: str) -> str | None:
+    """One warning line when a student is asked for a step count its `distill` record does not list
+    (`sampling_steps`, the counts it was distilled and measured for: [1, 2, 4]); None otherwise (a
+    teacher, a listed count, no record). Not a refusal: multistep consistency sampling (Song et al.
+    2023, Algorithm 1) runs at any count, only its quality there is unmeasured. `steps`: the count
+    asked for (None: the config's sampling_steps)."""
+    if config is None or not is_student(config):
+        return None
+    trained = config.distill.get("sampling_steps")
+    steps = steps or config.sampling_steps
+    if not isinstance(trained, (list, tuple)) or not trained or steps in trained:
+        return None
+    counts = ", ".join(str(n) for n in trained)
+    return (f"warning: {source} is a student distilled for {counts} sampling steps; {steps} steps runs (consistency "
+            f"sampling works at any count) but its quality there is not measured; choose {counts} for the "
+            "quality distill measured")
