@@ -329,3 +329,65 @@ def test_an_empty_or_nonsense_pitch_field_is_refused_not_taken_as_zero(value, me
     with pytest.raises(DiffSvcError, match=message):
         number_field(value, "Semitones")
     assert number_field("-3", "Semitones") == -3.0 and number_field(0, "From") == 0.0
+
+
+def test_a_training_that_cannot_start_is_refused_before_any_job(tmp_path):
+    """What `diffsvc train` refuses before its first step is checked by the page before it starts a
+    job (and says "started"): no folder, no prepared data, data of other singers than the project's,
+    a missing base config; data that fits passes."""
+    from diffsvc.ui.app import UiContext, check_training
+    from infer_fixture import write_project
+    from prepared_fixture import write_prepared
+
+    write_project(tmp_path, "duo", steps=(1000,), speakers=["alto", "tenor"])
+    write_project(tmp_path, "solo", steps=(1000,))
+    write_prepared(tmp_path / "raw" / ".diffsvc")  # one singer
+    (tmp_path / "songs").mkdir()
+    ctx = UiContext(tmp_path / "models", tmp_path / "state")
+    for name, data, config, message in (
+            ("solo", str(tmp_path / "nowhere"), "", "nowhere: no such folder"),
+            ("solo", str(tmp_path / "songs"), "", "songs/.diffsvc: no prepared data here"),
+            ("duo", str(tmp_path / "raw"), "", "the data holds one singer but .* was made for the singers alto, tenor"),
+            ("new", str(tmp_path / "raw"), str(tmp_path / "base.yaml"), "base.yaml: config file not found")):
+        with pytest.raises(DiffSvcError, match=message):
+            check_training(ctx, name, data, config)
+    check_training(ctx, "solo", str(tmp_path / "raw"), "")
+    assert ctx.jobs.all() == []
+
+
+def test_files_dropped_in_the_page_keep_their_names_in_its_lines(tmp_path, monkeypatch):
+    """Gradio keeps an upload at GRADIO_TEMP_DIR/<hash>/NAME; a line naming it names NAME. A job's copy
+    keeps the name too (two same-named files: the second in in/1/), so the command's line, shortened
+    by the page, names the file as dropped (eval's copies were 0_NAME, 1_NAME)."""
+    from diffsvc.ui.app import UiContext, _fail, _short, copy_uploads
+
+    uploads = tmp_path / "gradio-tmp"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(uploads))
+    dropped = []
+    for digest in ("3f2a9c", "77b0e1"):
+        (uploads / digest).mkdir(parents=True)
+        (uploads / digest / "take 1.wav").write_bytes(digest.encode())
+        dropped.append(str(uploads / digest / "take 1.wav"))
+    line = _fail(f"{dropped[0]}: line 2: expected 'time_s,f0_hz' numbers")
+    assert "take 1.wav: line 2" in line and str(uploads) not in line and "3f2a9c" not in line, line
+
+    ctx = UiContext(tmp_path / "models", tmp_path / "state")
+    folder = ctx.jobs.new_folder("eval")
+    copies = copy_uploads([dropped[0], SimpleNamespace(name=dropped[1])], folder / "in")
+    assert [c.read_bytes() for c in copies] == [b"3f2a9c", b"77b0e1"]
+    for copy in copies:
+        assert _short(ctx, f"diffsvc eval: error: {copy}: not a readable audio file") == \
+            "diffsvc eval: error: take 1.wav: not a readable audio file"
+
+
+def test_a_multi_singer_checkpoint_without_its_config_is_said_where_the_singers_would_be(tmp_path):
+    from diffsvc.ui.app import UiContext, singer_choices, singer_problem
+    from infer_fixture import write_project
+
+    write_project(tmp_path, "duo", steps=(1000,), speakers=["alto", "tenor"])
+    write_project(tmp_path, "solo", steps=(1000,))
+    ctx = UiContext(tmp_path / "models", tmp_path / "state")
+    assert singer_problem(ctx, "duo") == singer_problem(ctx, "solo") == singer_problem(ctx, None) == ""
+    (tmp_path / "models" / "duo" / "config.yaml").unlink()
+    assert singer_choices(ctx, "duo") == []  # nothing to pick from...
+    assert "model_ckpt_steps_1000.ckpt: no config.yaml beside it" in singer_problem(ctx, "duo")  # ...and why

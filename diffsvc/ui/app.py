@@ -47,7 +47,7 @@ def _ok(text: str) -> str:
 
 
 def _fail(text: str) -> str:
-    return f'<div class="diffsvc-error" role="alert"><b>Error:</b> {_escape(text)}</div>'
+    return f'<div class="diffsvc-error" role="alert"><b>Error:</b> {_escape(upload_names(text))}</div>'
 
 
 def _warn(text: str) -> str:
@@ -96,9 +96,44 @@ def friendly(n_outputs: int):
     return wrap
 
 
+def upload_folders() -> list[str]:
+    """Where gradio keeps the files dropped in the page (gradio.utils.get_upload_folder: GRADIO_TEMP_DIR,
+    else TMPDIR/gradio resolved), each file in a folder named by its hash; as given and resolved."""
+    import tempfile
+
+    folder = os.environ.get("GRADIO_TEMP_DIR") or os.path.join(tempfile.gettempdir(), "gradio")
+    return sorted({folder.rstrip(os.sep), os.path.realpath(folder)}, key=len, reverse=True)
+
+
+def upload_names(text: str) -> str:
+    """Paths of uploads in a message (UPLOADS/<hash>/take 1.wav; `diffsvc ui` sets GRADIO_TEMP_DIR to
+    STATE_DIR/uploads) shortened to the file's own name,
+    the one the user dropped; nothing else changes."""
+    for folder in upload_folders():
+        text = re.sub(re.escape(folder) + r"/[^/\s]+/", "", text)
+    return text
+
+
 def _short(ctx: UiContext, text: str) -> str:
-    """Job-folder paths in messages shortened to the file's own name."""
-    return re.sub(re.escape(str(ctx.jobs.root)) + r"/[^/\s]+/(in|out)/", "", text)
+    """Job-folder paths in messages shortened to the file's own name (an input copied into the job's
+    in/ folder, or into in/N/ when two dropped files share a name)."""
+    return re.sub(re.escape(str(ctx.jobs.root)) + r"/[^/\s]+/(in|out)/(\d+/)?", "", text)
+
+
+def copy_uploads(files, folder: Path) -> list[Path]:
+    """Copy files dropped in the page into a job's folder, each under its own name (the one the user
+    knows, which the command's messages then give): folder/NAME, or folder/N/NAME for the N-th file
+    when an earlier one has that name."""
+    copied = []
+    for i, f in enumerate(files or []):
+        source = Path(f if isinstance(f, (str, os.PathLike)) else f.name)  # a path, or gradio's file object
+        target = folder / source.name
+        if target.exists():
+            target = folder / str(i) / source.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        copied.append(target)
+    return copied
 
 
 def log_tail(job: Job, lines: int = LOG_LINES) -> str:
@@ -151,6 +186,23 @@ def singer_choices(ctx: UiContext, project: str | None) -> list[str]:
     from diffsvc.inference.singers import project_singers
 
     return project_singers(ctx.models_dir / project) if project else []
+
+
+def singer_problem(ctx: UiContext, project: str | None) -> str:
+    """Why the project's singers cannot be read ('' when they can): the line infer gives for its newest
+    checkpoint (no config.yaml beside it, an unreadable one). The page shows it where the singer
+    picker would be, so that a multi-singer checkpoint without its config is never offered as a
+    model with no singer to choose."""
+    from diffsvc.inference.project import choose_checkpoint
+    from diffsvc.inference.singers import singers_beside
+
+    if not project:
+        return ""
+    try:
+        singers_beside(choose_checkpoint(ctx.models_dir, project, None).path)
+    except DiffSvcError as e:
+        return str(e)
+    return ""
 
 
 def project_config(ctx: UiContext, project: str):
@@ -239,14 +291,12 @@ def start_conversion(ctx: UiContext, songs: list[Path], settings: dict, f0_in: d
     (folder / "in").mkdir()
     (folder / "out").mkdir()
     commands, outputs = [], []
-    for i, song in enumerate(songs):
+    for song, target in zip(songs, copy_uploads(songs, folder / "in")):
         name = Path(song).name
-        target = folder / "in" / name
-        if target.exists():
-            target = folder / "in" / f"{i}_{name}"
-        shutil.copyfile(song, target)
         tag = "_".join(filter(None, (settings["project"], settings.get("singer_label"))))  # as infer names it
-        out = folder / "out" / f"{target.stem}_{tag}_steps_{settings['step']}.{settings['format']}"
+        out = folder / "out" / target.parent.relative_to(folder / "in") / \
+            f"{target.stem}_{tag}_steps_{settings['step']}.{settings['format']}"
+        out.parent.mkdir(parents=True, exist_ok=True)
         edited = (f0_in or {}).get(str(song))
         commands.append(infer_command(ctx, target, out, settings, Path(edited) if edited else None))
         outputs.append({"song": name, "input": str(target), "output": str(out)})
@@ -264,7 +314,7 @@ def conversion_results(job: Job | None) -> list[dict]:
         out = Path(item["output"])
         if out.is_file():
             results.append({**item, "f0": str(out.with_suffix(".f0.csv")), "plot": str(out.with_suffix(".png")),
-                            "label": f"{item['song']} -> {out.name}"})
+                            "label": f"{item['song']} -> {os.path.relpath(out, job.folder / 'out')}"})
     return results
 
 
@@ -381,6 +431,30 @@ def _config_option(path: str | None) -> list[str]:
     return ["--config", str(Path(path).expanduser().resolve())]
 
 
+def check_training(ctx: UiContext, name: str, data: str, config_v: str | None) -> None:
+    """What `diffsvc train` would refuse before its first step, checked before the page starts it
+    (so a training that cannot start is its one line, never "started" first): the data folder,
+    its prepared data (the line train gives), the base config, and that the data fits the project
+    (its singers and mel settings: an existing project's config.yaml, or the one a new project gets)."""
+    from diffsvc.config import load_config
+    from diffsvc.data.prepared import PreparedData
+    from diffsvc.training.project import Project, check_data_matches, config_with_data_stats
+
+    folder = Path((data or "").strip()).expanduser()
+    if not str(data or "").strip() or not folder.is_dir():
+        raise DiffSvcError(f"{(data or '').strip() or '(empty)'}: no such folder; preprocess the recordings first")
+    prepared = PreparedData.find(folder.resolve())
+    config_option = _config_option(config_v)
+    project = Project.named(name, ctx.models_dir)
+    if project.exists():
+        config, source = project.load_config(), str(project.config_path)
+    else:
+        base = config_option[1] if config_option else None
+        config = config_with_data_stats(load_config(base), prepared)
+        source = base or "the default config"
+    check_data_matches(config, prepared, source)
+
+
 def _project_name(name: str) -> str:
     name = (name or "").strip()
     if not name or not re.fullmatch(r"[\w.-]+", name) or name.startswith("."):
@@ -460,6 +534,8 @@ def build(ctx: UiContext):
                         blend = gr.Textbox("", label="Blend (optional, overrides the singer)",
                                            placeholder=blend_example(singers), elem_id="blend",
                                            visible=len(singers) > 1)
+                    problem = singer_problem(ctx, first)
+                    singer_note = gr.HTML(_fail(problem) if problem else "", elem_id="singer-note")
                     with gr.Row():
                         key = gr.Textbox("0", label="Key (semitones, or auto)", elem_id="key")
                         f0_method = gr.Dropdown([DEFAULT, *F0_METHODS], value=DEFAULT, label="f0 method", elem_id="f0-method")
@@ -613,11 +689,14 @@ def build(ctx: UiContext):
         result_pick.change(show_result, [results_state, result_pick], [result_audio, result_plot])
 
         def singer_view(project_v):
-            """The singer dropdown and blend box: shown with the project's singers, hidden for one singer."""
+            """The singer dropdown and blend box: shown with the project's singers, hidden for one singer;
+            when the singers cannot be read (no config.yaml beside the checkpoint), that line in their place."""
             names = singer_choices(ctx, project_v)
             several = len(names) > 1
+            problem = singer_problem(ctx, project_v)
             return (gr.update(choices=names, value=names[0] if names else None, visible=several),
-                    gr.update(value="", placeholder=blend_example(names), visible=several))
+                    gr.update(value="", placeholder=blend_example(names), visible=several),
+                    _fail(problem) if problem else "")
 
         def do_refresh(project_v):
             names = project_choices(ctx)
@@ -626,9 +705,9 @@ def build(ctx: UiContext):
             return (gr.update(choices=names, value=current),
                     gr.update(choices=steps_now, value=steps_now[0] if steps_now else None)) + singer_view(current)
 
-        refresh.click(do_refresh, [project], [project, step, singer, blend])
+        refresh.click(do_refresh, [project], [project, step, singer, blend, singer_note])
         project.change(lambda p: (gr.update(choices=step_choices(ctx, p), value=(step_choices(ctx, p) or [None])[0]),)
-                       + singer_view(p), [project], [step, singer, blend])
+                       + singer_view(p), [project], [step, singer, blend, singer_note])
 
         # ------------------------------------------------------------ pitch handlers
         def _item(results, label):
@@ -734,9 +813,8 @@ def build(ctx: UiContext):
         @friendly(1)
         def do_train(name, data, config_v, max_steps, batch, device_v):
             name = _project_name(name)
-            data = (data or "").strip()
-            if not data or not Path(data).expanduser().is_dir():
-                raise DiffSvcError(f"{data or '(empty)'}: no such folder; preprocess the recordings first")
+            check_training(ctx, name, data, config_v)  # a training that cannot start: its line, no "started"
+            data = data.strip()
             argv = train_command(ctx, name, data, max_steps, batch, device_v) + _config_option(config_v)
             job = ctx.jobs.start("train", f"training {name}", [argv], meta={"project": name})
             return _ok(f"{job.title}: started")
@@ -769,7 +847,7 @@ def build(ctx: UiContext):
                     max((mtime(p) for p in logs.glob("events.*")), default=0.0) if logs.is_dir() else 0.0,
                     mtime(job.log_path) if job else 0.0)
 
-        @friendly(7)
+        @friendly(8)
         def train_view(name, last_signature):
             from diffsvc.training.progress_file import read_progress
             from diffsvc.ui.tblog import latest_validation, logged_loss, loss_curve
@@ -777,10 +855,10 @@ def build(ctx: UiContext):
             job = ctx.jobs.latest("train")
             project_name = job.meta.get("project") if job and job.state() == "running" else (name or "").strip()
             if not project_name:
-                return ("",) + tuple(gr.skip() for _ in range(6))
+                return ("",) + tuple(gr.skip() for _ in range(7))
             signature = _view_signature(project_name, job)
             if signature == last_signature:
-                return tuple(gr.skip() for _ in range(7))
+                return tuple(gr.skip() for _ in range(8))
             own = job is not None and job.meta.get("project") == project_name
             status = _state_line(ctx, job) if own else ""
             live = read_progress(progress_file(ctx, project_name))
@@ -798,11 +876,15 @@ def build(ctx: UiContext):
                 if not audio_path.exists():
                     audio_path.write_bytes(wav)
             log = log_tail(job, 16) if own else ""
+            # a training that failed after it started: its line (in the status) replaces "started"
+            message = "" if own and job.state() == "failed" else gr.skip()
             return (status, loss_figure(steps_, losses), str(mel_path) if mel_path else None,
-                    str(audio_path) if audio_path else None, checkpoint_rows(ctx, project_name), log, signature)
+                    str(audio_path) if audio_path else None, checkpoint_rows(ctx, project_name), log, signature,
+                    message)
 
         view_signature = gr.State(None)
-        train_outputs = [train_status, loss_plot, val_mel, val_audio, checkpoints, train_log, view_signature]
+        train_outputs = [train_status, loss_plot, val_mel, val_audio, checkpoints, train_log, view_signature,
+                         train_message]
         timer.tick(train_view, [train_project, view_signature], train_outputs)
 
         # ------------------------------------------------------------ evaluation handlers
@@ -827,13 +909,7 @@ def build(ctx: UiContext):
                 raise DiffSvcError(f"an evaluation is already running ({running[0].title}); wait until it ends")
             all_steps = EVAL_WHICH.get(which, True)
             folder = ctx.jobs.new_folder("eval")
-            songs_in = []
-            for i, f in enumerate(files or []):
-                source = Path(f if isinstance(f, str) else f.name)
-                target = folder / "in" / f"{i}_{source.name}"
-                target.parent.mkdir(exist_ok=True)
-                shutil.copyfile(source, target)
-                songs_in.append(target)
+            songs_in = copy_uploads(files, folder / "in")  # under their own names, as the user knows them
             argv = eval_command(ctx.models_dir, name, Path(data).expanduser().resolve(), all_steps, pieces, sampling,
                                 device_v, songs_in)
             n = len(step_choices(ctx, name)) if all_steps else 1

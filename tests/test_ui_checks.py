@@ -1,0 +1,131 @@
+"""`diffsvc ui` in a real browser: what the page says when a step cannot go ahead.
+
+Each job validates before it announces anything (a training on data never preprocessed is its one
+line, no "started" and no job); a folder without audio is said before any model file is looked for;
+a file dropped in the page is named as the user knows it (never gradio's /tmp/gradio/<hash>/ path);
+a multi-singer checkpoint without its config.yaml shows why there is no singer to choose where the
+picker would be. Same server and browser set-up as test_ui_browser.py (system Chromium, Playwright),
+on a smaller workspace; screenshots go to tests/artifacts/ui/.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from audio_synth import synth_voice
+from infer_fixture import write_project
+from test_ui_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, LONG, SR, shot, upload
+from ui_fixture import ui_server, write_f0_project
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ui-checks") / "my project"
+    write_f0_project(root, "singer", f0_extractor="parselmouth")
+    bare = write_project(root, "zbare", speakers=["alto", "tenor"])  # listed after "singer"
+    (bare / "config.yaml").unlink()  # the checkpoint alone (its spk_map) knows the singers
+    wav, _ = synth_voice(2.0, SR, f0=200.0, seed=3, consonants=False)
+    (root / "songs").mkdir()
+    sf.write(root / "songs" / "phrase.wav", wav, SR)
+    (root / "empty").mkdir()
+    (root / "curves").mkdir()
+    (root / "curves" / "my curve.csv").write_text("time_s,f0_hz\nnot,numbers\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def page(workspace):
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} not found: install the system's Chromium (make browser does: apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with ui_server(workspace) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+            pg.set_default_timeout(30_000)
+            pg.goto(url)
+            pg.get_by_role("tab", name="Convert").wait_for()
+            yield pg
+        finally:
+            browser.close()
+
+
+def choose(page, field: str, value: str) -> None:
+    page.locator(f"{field} input").click()
+    page.get_by_role("option", name=value, exact=True).click()
+
+
+def jobs(workspace: Path, kind: str) -> list[Path]:
+    return sorted((workspace / "models" / ".ui" / "jobs").glob(f"*-{kind}-*"))
+
+
+def test_a_multi_singer_checkpoint_without_its_config_says_so_where_the_singer_picker_would_be(page, workspace):
+    note = page.locator("#singer-note")
+    assert not note.locator(".diffsvc-error").count()  # "singer" has its config: nothing to say
+    choose(page, "#project", "zbare")
+    error = note.locator(".diffsvc-error")
+    error.wait_for()
+    text = error.inner_text()
+    assert "no config.yaml beside it" in text and "zbare" in text and len(text.splitlines()) == 1, text
+    assert not page.locator("#singer").is_visible() and not page.locator("#blend").is_visible()
+    shot(page, "checks-1-no-config")
+    choose(page, "#project", "singer")
+    error.wait_for(state="detached")
+
+
+def test_a_training_that_cannot_start_is_its_one_line_only(page, workspace):
+    """Data never preprocessed: the page says so and starts nothing (it said "started" first, and the
+    job's error came after)."""
+    page.get_by_role("tab", name="Data & training").click()
+    page.locator("#train-project").get_by_role("textbox").fill("fresh")
+    page.locator("#train-data").get_by_role("textbox").fill(str(workspace / "songs"))
+    page.locator("#train-start").click()
+    error = page.locator("#train-message .diffsvc-error")
+    error.wait_for(timeout=LONG)
+    text = page.locator("#train-message").inner_text()
+    assert "no prepared data" in text and "songs" in text and len(text.splitlines()) == 1, text
+    assert "started" not in text, text
+    assert jobs(workspace, "train") == [] and not (workspace / "models" / "fresh").exists()
+    shot(page, "checks-2-train-refused")
+
+
+def test_preprocess_of_a_folder_without_audio_says_that_first(page, workspace):
+    """The project's defaults (crepe, HuBERT-soft, neither in this workspace): the empty folder is the
+    line, not the missing weights, and nothing is written in it."""
+    page.get_by_role("tab", name="Data & training").click()
+    page.locator("#raw-dir").get_by_role("textbox").fill(str(workspace / "empty"))
+    page.locator("#preprocess-button").click()
+    error = page.locator("#preprocess-status .diffsvc-error")
+    error.wait_for(timeout=LONG)
+    text = error.inner_text()
+    assert "no audio files found" in text and str(workspace / "empty") in text, text
+    assert "hubert" not in text.lower() and len(text.splitlines()) == 1, text
+    assert list((workspace / "empty").iterdir()) == []
+    shot(page, "checks-3-no-audio")
+
+
+def test_a_dropped_file_is_named_as_the_user_knows_it(page, workspace):
+    """A curve dropped in the Pitch tab that is no curve: its line names `my curve.csv`, not the
+    upload's temporary path."""
+    page.get_by_role("tab", name="Convert").click()
+    if page.locator("#project input").input_value() != "singer":
+        choose(page, "#project", "singer")
+    upload(page, "#songs", workspace / "songs" / "phrase.wav")
+    page.locator("#convert-button").click()
+    page.locator("#convert-status").get_by_text("done").wait_for(timeout=LONG)
+    page.get_by_role("tab", name="Pitch").click()
+    page.locator("#pitch-plot").locator("img, svg, canvas").first.wait_for(timeout=LONG)
+    page.locator("#pitch-upload input[type=file]").set_input_files(str(workspace / "curves" / "my curve.csv"))
+    error = page.locator("#pitch-status .diffsvc-error")
+    error.wait_for(timeout=LONG)
+    text = error.inner_text()
+    assert text.startswith("Error: my curve.csv: line 2:"), text
+    assert "gradio" not in text and "/" not in text.split(": line")[0], text
+    shot(page, "checks-4-upload-name")
