@@ -162,3 +162,17 @@ def test_eval_report_names_the_cpu_runtime_it_ran(tmp_path, monkeypatch):
     assert main(["eval", "--project", "nsf", "--device", "cpu", "--seed", "1", "song.wav"]) == 0
     settings = json.loads((tmp_path / "models" / "nsf" / "eval.json").read_text())["settings"]
     assert settings["cpu_runtime"] == resolve_cpu_runtime("auto", "cpu")
+
+
+def test_a_song_folder_without_audio_is_said_before_the_model_is_looked_for(tmp_path, monkeypatch, capsys):
+    """As preprocess and infer: the most basic input problem first (no models/ here at all, which eval
+    said instead), naming the folder and what to do."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "songs").mkdir()
+    (tmp_path / "songs" / "notes.txt").write_text("lyrics")
+    for command in ("eval", "infer"):
+        rc = main([command, "songs", "--device", "cpu"])
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert rc == 2 and len(err) == 1, err
+        assert err[0].startswith(f"diffsvc {command}: error: songs: no audio files in this folder"), err
+        assert "name the songs, or a folder that holds them" in err[0] and "project" not in err[0], err

@@ -100,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--sampling-steps", args.sampling_steps), ("--max-pieces", args.max_pieces)):
         if value is not None and value < 1:
             raise DiffSvcError(f"{flag} must be at least 1, got {value}")
+    names = list(args.songs) + list(getattr(args, "songs_after_steps", []))
+    song_paths = collect_inputs(names) if names else []  # a folder without audio: said before the model's checks
     choices = choose_checkpoints(args.models_dir, args.project, args.steps, args.all_steps, args.sampler)
     if args.sampler in (None, "consistency"):  # a student: the step counts it was distilled for
         from diffsvc.distill.student import config_beside, untrained_steps_warning
@@ -109,8 +111,7 @@ def run(args: argparse.Namespace) -> int:
         if note:
             print(f"diffsvc eval: {note}", file=sys.stderr)
     data, data_note = load_data(args.data)
-    names = list(args.songs) + list(getattr(args, "songs_after_steps", []))
-    songs = {path: load_audio(path) for path in (collect_inputs(names) if names else [])}
+    songs = {path: load_audio(path) for path in song_paths}
     if data is None and not songs:
         raise DiffSvcError(f"nothing to evaluate: {data_note}, or give songs to convert")
     device = pick_device(args.device)

@@ -94,7 +94,7 @@ def collect_inputs(paths: list[str]) -> list[Path]:
                       "not searched: name them to convert their songs") if subfolders else ""
             if not found:
                 raise DiffSvcError(f"{path}: no audio files in this folder ({', '.join(sorted(AUDIO_SUFFIXES))})"
-                                   + inside)
+                                   + (inside or "; name the songs, or a folder that holds them"))
             if inside:
                 print(f"{path}: {len(found)} audio file(s){inside}", file=sys.stderr)
             songs.extend(found)
