@@ -78,6 +78,19 @@ def test_a_multi_singer_checkpoint_without_its_config_says_so_where_the_singer_p
     shot(page, "checks-1-no-config")
     choose(page, "#project", "singer")
     error.wait_for(state="detached")
+    # a reopened page reads the project's files as they are now, not as they were when the server started
+    config = workspace / "models" / "singer" / "config.yaml"
+    config.rename(config.with_suffix(".away"))
+    try:
+        page.reload()
+        error.wait_for()
+        assert "singer/model_ckpt_steps_1000.ckpt: no config.yaml beside it" in error.inner_text()
+    finally:
+        config.with_suffix(".away").rename(config)
+    page.reload()
+    page.get_by_role("tab", name="Convert").wait_for()
+    page.locator("#singer-note").wait_for(state="attached")
+    error.wait_for(state="detached")
 
 
 def test_a_training_that_cannot_start_is_its_one_line_only(page, workspace):

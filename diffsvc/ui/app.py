@@ -969,6 +969,7 @@ def build(ctx: UiContext):
 
         page.load(on_load, [train_project], [convert_status, results_state, settings_state, result_pick, result_audio,
                                              result_files, result_plot, pitch_pick, pre_status, pre_log, *eval_view])
+        page.load(singer_view, [project], [singer, blend, singer_note])  # as the project's files are now
     return page
 
 
