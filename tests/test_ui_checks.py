@@ -10,6 +10,7 @@ on a smaller workspace; screenshots go to tests/artifacts/ui/.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ import soundfile as sf
 
 from audio_synth import synth_voice
 from infer_fixture import write_project
+from prepared_fixture import write_prepared
 from test_ui_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, LONG, SR, shot, upload
 from ui_fixture import ui_server, write_f0_project
 
@@ -29,6 +31,11 @@ def workspace(tmp_path_factory) -> Path:
     write_f0_project(root, "singer", f0_extractor="parselmouth")
     bare = write_project(root, "zbare", speakers=["alto", "tenor"])  # listed after "singer"
     (bare / "config.yaml").unlink()  # the checkpoint alone (its spk_map) knows the singers
+    write_prepared(root / "prepared" / ".diffsvc", lengths=(40, 48), valid_lengths=(30,))  # fits "singer"
+    broken = root / "models" / "zbroken"  # a project whose checkpoint to resume from is damaged
+    broken.mkdir()
+    shutil.copy(root / "models" / "singer" / "config.yaml", broken / "config.yaml")
+    (broken / "model_ckpt_steps_5.ckpt").write_bytes(b"not a checkpoint")
     wav, _ = synth_voice(2.0, SR, f0=200.0, seed=3, consonants=False)
     (root / "songs").mkdir()
     sf.write(root / "songs" / "phrase.wav", wav, SR)
@@ -94,19 +101,32 @@ def test_a_multi_singer_checkpoint_without_its_config_says_so_where_the_singer_p
 
 
 def test_a_training_that_cannot_start_is_its_one_line_only(page, workspace):
-    """Data never preprocessed: the page says so and starts nothing (it said "started" first, and the
-    job's error came after)."""
+    """Data never preprocessed, or a negative step to stop at: the page says so and starts nothing (it
+    said "started" first, and the job's error came after). A training that fails once started (its
+    checkpoint is damaged) has its line replace "started"."""
     page.get_by_role("tab", name="Data & training").click()
-    page.locator("#train-project").get_by_role("textbox").fill("fresh")
-    page.locator("#train-data").get_by_role("textbox").fill(str(workspace / "songs"))
-    page.locator("#train-start").click()
-    error = page.locator("#train-message .diffsvc-error")
-    error.wait_for(timeout=LONG)
-    text = page.locator("#train-message").inner_text()
-    assert "no prepared data" in text and "songs" in text and len(text.splitlines()) == 1, text
-    assert "started" not in text, text
-    assert jobs(workspace, "train") == [] and not (workspace / "models" / "fresh").exists()
+    message = page.locator("#train-message")
+    for project, data, stop_at, needles in (("fresh", "songs", "0", ("no prepared data", "songs")),
+                                            ("fresh", "prepared", "-5", ("Stop at step must be 0 (the default) "
+                                                                         "or more, got -5",))):
+        page.locator("#train-project").get_by_role("textbox").fill(project)
+        page.locator("#train-data").get_by_role("textbox").fill(str(workspace / data))
+        page.locator("#train-steps input").fill(stop_at)
+        page.locator("#train-start").click()
+        message.locator(".diffsvc-error").get_by_text(needles[0]).wait_for(timeout=LONG)
+        text = message.inner_text()
+        assert all(n in text for n in needles) and len(text.splitlines()) == 1 and "started" not in text, text
+        assert jobs(workspace, "train") == [] and not (workspace / "models" / "fresh").exists()
     shot(page, "checks-2-train-refused")
+
+    page.locator("#train-project").get_by_role("textbox").fill("zbroken")
+    page.locator("#train-steps input").fill("0")
+    page.locator("#train-start").click()
+    page.locator("#train-status .diffsvc-error").wait_for(timeout=LONG)
+    assert "zbroken/model_ckpt_steps_5.ckpt" in page.locator("#train-status").inner_text()
+    page.wait_for_function("!document.querySelector('#train-message').innerText.includes('started')", timeout=LONG)
+    assert len(jobs(workspace, "train")) == 1
+    shot(page, "checks-2-train-failed-later")
 
 
 def test_preprocess_of_a_folder_without_audio_says_that_first(page, workspace):

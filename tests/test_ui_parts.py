@@ -351,7 +351,10 @@ def test_a_training_that_cannot_start_is_refused_before_any_job(tmp_path):
             ("new", str(tmp_path / "raw"), str(tmp_path / "base.yaml"), "base.yaml: config file not found")):
         with pytest.raises(DiffSvcError, match=message):
             check_training(ctx, name, data, config)
-    check_training(ctx, "solo", str(tmp_path / "raw"), "")
+    for max_steps, batch, message in ((-5, 0, "Stop at step must be 0 .* got -5"), (0, -1, "Batch size must be 0")):
+        with pytest.raises(DiffSvcError, match=message):
+            check_training(ctx, "solo", str(tmp_path / "raw"), "", max_steps, batch)
+    check_training(ctx, "solo", str(tmp_path / "raw"), "", 0, 0)
     assert ctx.jobs.all() == []
 
 

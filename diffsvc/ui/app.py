@@ -431,15 +431,20 @@ def _config_option(path: str | None) -> list[str]:
     return ["--config", str(Path(path).expanduser().resolve())]
 
 
-def check_training(ctx: UiContext, name: str, data: str, config_v: str | None) -> None:
+def check_training(ctx: UiContext, name: str, data: str, config_v: str | None, max_steps=None,
+                   batch_size=None) -> None:
     """What `diffsvc train` would refuse before its first step, checked before the page starts it
-    (so a training that cannot start is its one line, never "started" first): the data folder,
-    its prepared data (the line train gives), the base config, and that the data fits the project
-    (its singers and mel settings: an existing project's config.yaml, or the one a new project gets)."""
+    (so a training that cannot start is its one line, never "started" first): the step and batch
+    fields, the data folder, its prepared data (the line train gives), the base config, and that the
+    data fits the project (its singers and mel settings: an existing project's config.yaml, or the
+    one a new project gets). Loading the checkpoint to resume from is left to the job."""
     from diffsvc.config import load_config
     from diffsvc.data.prepared import PreparedData
     from diffsvc.training.project import Project, check_data_matches, config_with_data_stats
 
+    for label, value in (("Stop at step", max_steps), ("Batch size", batch_size)):
+        if value not in (None, "") and int(value) < 0:
+            raise DiffSvcError(f"{label} must be 0 (the default) or more, got {value}")
     folder = Path((data or "").strip()).expanduser()
     if not str(data or "").strip() or not folder.is_dir():
         raise DiffSvcError(f"{(data or '').strip() or '(empty)'}: no such folder; preprocess the recordings first")
@@ -705,9 +710,12 @@ def build(ctx: UiContext):
             return (gr.update(choices=names, value=current),
                     gr.update(choices=steps_now, value=steps_now[0] if steps_now else None)) + singer_view(current)
 
-        refresh.click(do_refresh, [project], [project, step, singer, blend, singer_note])
+        # one at a time, in the order asked (the page's opening view of the first project must not land
+        # after a project chosen at once, showing that project with the first one's singers)
+        one_view = dict(concurrency_id="singer-view", concurrency_limit=1)
+        refresh.click(do_refresh, [project], [project, step, singer, blend, singer_note], **one_view)
         project.change(lambda p: (gr.update(choices=step_choices(ctx, p), value=(step_choices(ctx, p) or [None])[0]),)
-                       + singer_view(p), [project], [step, singer, blend, singer_note])
+                       + singer_view(p), [project], [step, singer, blend, singer_note], **one_view)
 
         # ------------------------------------------------------------ pitch handlers
         def _item(results, label):
@@ -813,7 +821,7 @@ def build(ctx: UiContext):
         @friendly(1)
         def do_train(name, data, config_v, max_steps, batch, device_v):
             name = _project_name(name)
-            check_training(ctx, name, data, config_v)  # a training that cannot start: its line, no "started"
+            check_training(ctx, name, data, config_v, max_steps, batch)  # cannot start: its line, no "started"
             data = data.strip()
             argv = train_command(ctx, name, data, max_steps, batch, device_v) + _config_option(config_v)
             job = ctx.jobs.start("train", f"training {name}", [argv], meta={"project": name})
@@ -969,7 +977,7 @@ def build(ctx: UiContext):
 
         page.load(on_load, [train_project], [convert_status, results_state, settings_state, result_pick, result_audio,
                                              result_files, result_plot, pitch_pick, pre_status, pre_log, *eval_view])
-        page.load(singer_view, [project], [singer, blend, singer_note])  # as the project's files are now
+        page.load(singer_view, [project], [singer, blend, singer_note], **one_view)  # the project's files as now
     return page
 
 
