@@ -107,8 +107,7 @@ def upload_folders() -> list[str]:
 
 def upload_names(text: str) -> str:
     """Paths of uploads in a message (UPLOADS/<hash>/take 1.wav; `diffsvc ui` sets GRADIO_TEMP_DIR to
-    STATE_DIR/uploads) shortened to the file's own name,
-    the one the user dropped; nothing else changes."""
+    STATE_DIR/uploads) shortened to the file's own name, the one the user dropped; nothing else changes."""
     for folder in upload_folders():
         text = re.sub(re.escape(folder) + r"/[^/\s]+/", "", text)
     return text
