@@ -317,7 +317,9 @@ def _student_of(project: Path) -> Path:
     teacher = project / "model_ckpt_steps_1000.ckpt"
     folder = student_root(project)
     folder.mkdir()
-    save_config(student_config(load_config(project / "config.yaml"), distill_record(teacher, 1000)),
+    config = load_config(project / "config.yaml")
+    # the teacher's own weights: the student predicts what they were trained to
+    save_config(student_config(config, distill_record(teacher, 1000, prediction=config.prediction)),
                 folder / "config.yaml")
     shutil.copy(teacher, folder / "model_ckpt_steps_2.ckpt")
     return folder
