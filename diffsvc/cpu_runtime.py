@@ -93,11 +93,38 @@ def resolve_cpu_runtime(name: str, device: torch.device | str) -> str:
     return "torch"
 
 
+def denoiser_runtime(name: str, device: torch.device | str) -> str:
+    """Who runs the denoiser (the sampler's model, called once per step) under the setting `name`:
+    'onnxruntime' for onnxruntime, and for auto wherever ONNX Runtime is installed (also on
+    native-bf16 CPUs, where the content encoder and the vocoder run bf16: see the module doc for
+    why); otherwise resolve_cpu_runtime's choice. Errors as resolve_cpu_runtime."""
+    runtime = resolve_cpu_runtime(name, device)
+    if name == "auto" and runtime == "bf16" and onnxruntime_available():
+        return "onnxruntime"
+    return runtime
+
+
 def autocast_for(runtime: str):
     """The context a model call runs in under `runtime`: bf16 autocast on the CPU, else nothing."""
     if runtime == "bf16":
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The TorchScript exporter prints the whole traced graph to stdout when an export fails
+    (torch 2.x, `_jit_onnx_log`, on whatever its logging setting); the caller reports the error
+    in one line instead, so that print is silenced while exporting."""
+    log = getattr(torch._C, "_jit_onnx_log", None)
+    if log is None:
+        yield
+        return
+    torch._C._jit_onnx_log = lambda *args: None
+    try:
+        yield
+    finally:
+        torch._C._jit_onnx_log = log
 
 
 class OnnxModule:
@@ -114,7 +141,7 @@ class OnnxModule:
                  input_names: Sequence[str], output_names: Sequence[str], dynamic_axes: dict):
         ort = import_onnxruntime()
         buffer = io.BytesIO()
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), _quiet_exporter():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notes
             torch.onnx.export(module, tuple(example_inputs), buffer, input_names=list(input_names),
                               output_names=list(output_names), dynamic_axes=dynamic_axes, opset_version=17,

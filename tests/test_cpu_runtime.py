@@ -133,7 +133,8 @@ def test_the_pipeline_in_bf16_or_onnxruntime_stays_within_the_tolerance_of_fp32(
     spread = abs(convert("torch", seed=1).mel_out - reference.mel_out).mean()
     onnx = convert("onnxruntime")
     assert abs(onnx.audio - reference.audio).max() <= TOLERANCE * abs(reference.audio).max()
-    assert abs(onnx.mel_out - reference.mel_out).max() == 0  # the vocoder's change only
+    spread_mel = reference.mel_out.max() - reference.mel_out.min()  # the denoiser in ORT too: float rounding
+    assert abs(onnx.mel_out - reference.mel_out).max() <= TOLERANCE * spread_mel
     bf16 = convert("bf16")
     assert 0 < abs(bf16.mel_out - reference.mel_out).mean() < spread / 10
     error = ((bf16.audio - reference.audio) ** 2).sum()

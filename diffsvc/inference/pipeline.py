@@ -33,6 +33,7 @@ stretch at a time, so memory does not grow with the song's length.
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -46,7 +47,7 @@ import torch
 from diffsvc.audio.mel import CLAMP, MelExtractor
 from diffsvc.audio.slicer import DEFAULT_RELATIVE_DB, SongLevel, frame_energy_db, measure_level, split_for_inference
 from diffsvc.checkpoint import LoadedModel
-from diffsvc.cpu_runtime import autocast_for, resolve_cpu_runtime
+from diffsvc.cpu_runtime import autocast_for, denoiser_runtime, resolve_cpu_runtime
 from diffsvc.features.align import align_content_to_mel
 from diffsvc.features.f0 import make_f0_extractor
 from diffsvc.features.pitch import denorm_f0, norm_interp_f0, shift_key
@@ -56,6 +57,8 @@ from diffsvc.inference.windows import (DEFAULT_CONTEXT_FRAMES, DEFAULT_CROSSFADE
                                        free_memory_bytes, join_windows, measured_bytes_per_frame,
                                        plan_for_memory, plan_windows)
 from diffsvc.sampling import make_sampler
+
+log = logging.getLogger(__name__)
 
 SILENCE_FADE_S = 0.01
 GATE_MIN_PAUSE_S = 0.1
@@ -316,6 +319,9 @@ class SongConverter:
         # one choice for all three models (the vocoder keeps what it built for each runtime)
         setting = self.settings.cpu_runtime or self.config.cpu_runtime
         self.cpu_runtime = resolve_cpu_runtime(setting, self.device)
+        # the denoiser may run another way (auto: ONNX Runtime next to bf16); built at first sampling
+        self.denoiser_runtime = denoiser_runtime(setting, self.device)
+        self._onnx_denoiser = None
         self._vocoder_runtime = None  # what the vocoder runs (auto may fall back to torch where its choice fails)
         if hasattr(vocoder, "use_cpu_runtime"):
             self._vocoder_runtime = vocoder.use_cpu_runtime(setting).cpu_runtime
@@ -548,15 +554,38 @@ class SongConverter:
             ref.append(torch.nn.functional.pad(it.mel_in[w.lo:w.hi], (0, 0, 0, pad)))
         th = max(u.shape[0] for u in units)
         units_b = torch.stack([torch.nn.functional.pad(u, (0, 0, 0, th - u.shape[0])) for u in units]).to(dev)
-        with autocast_for(self.cpu_runtime):  # bf16: the denoiser's convolutions (the sampler's sums stay fp32)
+        denoiser = self._denoiser()
+        with autocast_for(self.denoiser_runtime):  # bf16: the denoiser's convolutions (the sampler's sums stay fp32)
             out = self.model.sample(
                 units_b, torch.stack(mel2ph).to(dev), torch.stack(f0).to(dev), sampler,
                 lengths=torch.tensor([w.length for w, _, _ in batch], device=dev),
                 ref_mel=torch.stack(ref).to(dev) if self.settings.shallow_step else None,
                 shallow_step=self.settings.shallow_step, noise=torch.stack(noise).to(dev), generator=generator,
                 progress=progress, speaker=None if self.settings.speaker is None
-                else self.settings.speaker.reshape(1, -1).to(dev).expand(len(batch), -1))
+                else self.settings.speaker.reshape(1, -1).to(dev).expand(len(batch), -1), denoiser=denoiser)
         return [out[i, :w.length].float() for i, (w, _, _) in enumerate(batch)]
+
+    def _denoiser(self):
+        """The ONNX Runtime session of the denoiser when denoiser_runtime is onnxruntime (built once),
+        else None (the torch backbone). A backbone that does not export, or a session whose numbers
+        differ from torch's, is one log line and the torch path (bf16 autocast where the other
+        models run bf16)."""
+        if self.denoiser_runtime != "onnxruntime":
+            return None
+        if self._onnx_denoiser is None:
+            from diffsvc.model.onnx_denoiser import onnx_denoiser
+
+            backbone = self.model.denoise_fn
+            try:
+                self._onnx_denoiser = onnx_denoiser(backbone)
+            except Exception as e:  # noqa: BLE001 - an export ONNX cannot express, a broken ONNX Runtime install
+                fallback = "bf16" if self.cpu_runtime == "bf16" else "torch"
+                reason = " ".join(str(e).split()).split(". ")[0][:200] or type(e).__name__  # its first sentence
+                log.warning("cpu_runtime: the denoiser (%s) cannot run in ONNX Runtime (%s); it runs in %s",
+                            type(backbone).__name__, reason, fallback)
+                self.denoiser_runtime = fallback
+                return None
+        return self._onnx_denoiser
 
 
 def group_stretches(window_counts: list[int], batch_size: int) -> list[list[int]]:

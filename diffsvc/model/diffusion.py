@@ -191,12 +191,14 @@ class GaussianDiffusion(nn.Module):
                lengths: torch.Tensor | None = None, ref_mel: torch.Tensor | None = None,
                shallow_step: int | None = None, noise: torch.Tensor | None = None,
                generator: torch.Generator | None = None, progress: Callable | None = None,
-               speaker: torch.Tensor | None = None) -> torch.Tensor:
+               speaker: torch.Tensor | None = None, denoiser: Callable | None = None) -> torch.Tensor:
         """Sample mels [B,T,M] (log10, 0 where mel2ph == 0). speaker: see `condition`.
 
         shallow_step k: start from the input mel `ref_mel` noised to step k-1 (the original's
         use_gt_mel / add_noise_step) instead of pure noise. `noise` fixes the start noise.
         lengths given: batched items of different lengths are kept apart by masking (ours).
+        denoiser: called instead of `denoise_fn`, with the same arguments and result (an
+        OnnxDenoiser of it: diffsvc.model.onnx_denoiser); None: denoise_fn.
         """
         cond = self.condition(units, mel2ph, f0_log2, speaker).cond
         b, t_frames = mel2ph.shape
@@ -221,11 +223,12 @@ class GaussianDiffusion(nn.Module):
 
         # what depends on the conditioning alone is computed once for all steps (when the
         # denoiser offers it: DiffNet's per-layer conditioner projections)
-        project = getattr(self.denoise_fn, "project_condition", None)
+        net = self.denoise_fn if denoiser is None else denoiser
+        project = getattr(net, "project_condition", None)
         extra = {"cond_proj": project(cond)} if project is not None else {}
 
         def denoise(x_: torch.Tensor, t_: torch.Tensor) -> torch.Tensor:
-            return self.eps_from(self.denoise_fn(x_, t_, cond, dn_mask, **extra), x_, t_)
+            return self.eps_from(net(x_, t_, cond, dn_mask, **extra), x_, t_)
 
         x = sampler.sample(denoise, x, t_start, mask=mask, generator=generator, progress=progress)
         mel = self.denorm_spec(x[:, 0].transpose(1, 2))
