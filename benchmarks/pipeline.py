@@ -76,17 +76,35 @@ def make_project(root: Path, tiny: bool) -> Path:
 
 
 class DenoiserCount:
-    """Counts denoiser calls and the frames they process (forward hook on the denoiser)."""
+    """Counts denoiser calls and the frames they process: a forward hook on the torch denoiser,
+    and a wrapper around the ONNX Runtime session where the converter samples with one (built
+    here, once per model: its export is a one-time cost, as the vocoder's, outside the stages)."""
 
-    def __init__(self, module):
+    def __init__(self, conv):
         self.calls = 0
         self.frames = 0
-        self.handle = module.register_forward_hook(self._hook)  # removed after the run (models are shared)
+        self.handle = conv.model.denoise_fn.register_forward_hook(self._hook)  # removed after the run (models are shared)
+        self.onnx = conv._denoiser()
+        if self.onnx is not None:
+            session = self.onnx.session
+
+            def counted(spec, *rest):
+                self._count(spec)
+                return session(spec, *rest)
+
+            self.onnx.session, self._session = counted, session
 
     def _hook(self, _module, inputs, _output):
-        spec = inputs[0]
+        self._count(inputs[0])
+
+    def _count(self, spec):
         self.calls += 1
         self.frames += int(spec.shape[0] * spec.shape[-1])
+
+    def remove(self):
+        self.handle.remove()
+        if self.onnx is not None:
+            self.onnx.session = self._session
 
 
 _LOADED: dict = {}  # the model files are read once per checkpoint; every run gets a fresh converter
@@ -130,7 +148,7 @@ def converter_for(root: Path, device, settings: dict, *, original: bool, student
     vocoder.window_frames = 10**9 if original else window
     conv = SongConverter(loaded, encoder, vocoder, device, InferenceSettings(f0_method="parselmouth", **settings))
     conv.timer = CpuStageTimer(conv.device)
-    return conv, DenoiserCount(conv.model.denoise_fn), load_seconds
+    return conv, DenoiserCount(conv), load_seconds
 
 
 def run_once(root: Path, song: Path, device, run: dict, student: str | None) -> dict:
@@ -161,7 +179,7 @@ def run_once(root: Path, song: Path, device, run: dict, student: str | None) -> 
     plan = conv._last_plan
     info["plan"] = f"{plan.window_frames} x {plan.batch_size}" if plan else "-"
     info["calls"], info["frames"] = count.calls, count.frames
-    count.handle.remove()
+    count.remove()
     info["song_s"] = len(wav) / SR
     if device.type == "cuda":
         info["peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
@@ -242,10 +260,12 @@ def student_available(student: str | None) -> str:
 def runs_for(args) -> list[dict]:
     """The original (torch fp32, as its code runs), then ours: DDIM 20 under each of
     args.runtimes (cpu_runtime; `auto` is the default), DPM-Solver++ 10 and the student under auto."""
-    from diffsvc.cpu_runtime import resolve_cpu_runtime
+    from diffsvc.cpu_runtime import denoiser_runtime, resolve_cpu_runtime
 
     def named(runtime: str) -> str:
-        return f"auto = {resolve_cpu_runtime('auto', 'cpu')}" if runtime == "auto" else runtime
+        models, denoiser = resolve_cpu_runtime(runtime, "cpu"), denoiser_runtime(runtime, "cpu")
+        chosen = models if denoiser == models else f"{models}, the denoiser {denoiser}"
+        return f"auto = {chosen}" if runtime == "auto" else chosen
 
     runs = [
         dict(key="original", label="original way: PLMS 50, one stretch at a time, one pass each, torch fp32",

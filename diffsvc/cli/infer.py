@@ -406,7 +406,7 @@ def _convert_all(args, songs, outputs, choice, device, key, singer_median, auto_
     layout = f", windows of {plan.window_frames} frames x {plan.batch_size} per batch" if plan else ""
     sings = f", singer {speaker.text}" if speaker is not None else ""
     print(f"{choice.path.name} step {loaded.global_step}{sings}, {settings.sampler} {converter.denoiser_calls()} steps, "
-          f"seed {seed}, {device}" + (f" ({converter.cpu_runtime})" if device.type == "cpu" else "")
+          f"seed {seed}, {device}" + (f" ({converter.runtime_text()})" if device.type == "cpu" else "")
           + layout + (f"; stand-in {' and '.join(standin)} (offline demo quality)"
                                             if standin else ""), file=sys.stderr)
     print(converter.timer.summary(total_audio), file=sys.stderr)

@@ -63,7 +63,7 @@ def evaluation_pieces(data, max_pieces: int) -> list:
 def evaluate(request: EvalRequest, device: torch.device) -> dict:
     """Rows of figures, one per checkpoint, plus settings and what could not be computed."""
     from diffsvc.inference.components import load_content_encoder_for, load_vocoder_for
-    from diffsvc.cpu_runtime import resolve_cpu_runtime
+    from diffsvc.cpu_runtime import denoiser_runtime, resolve_cpu_runtime
     from diffsvc.inference.pipeline import InferenceSettings, SongConverter
     from diffsvc.inference.project import load_checkpoint
 
@@ -155,6 +155,7 @@ def evaluate(request: EvalRequest, device: torch.device) -> dict:
                      "speaker_encoder": "resemblyzer GE2E" if speaker else None,
                      "content_encoder": config.content_encoder, "vocoder": config.vocoder, "device": str(device),
                      "cpu_runtime": resolve_cpu_runtime(config.cpu_runtime, device),  # what `auto` chose here
+                     "denoiser_runtime": denoiser_runtime(config.cpu_runtime, device),  # the sampler's model
                      "peak_memory": "CUDA peak allocated per checkpoint" if device.type == "cuda"
                      else "process peak resident memory so far (CPU)"},
         "rows": rows, "songs": songs_detail, "unavailable": unavailable,

@@ -565,6 +565,12 @@ class SongConverter:
                 else self.settings.speaker.reshape(1, -1).to(dev).expand(len(batch), -1), denoiser=denoiser)
         return [out[i, :w.length].float() for i, (w, _, _) in enumerate(batch)]
 
+    def runtime_text(self) -> str:
+        """How the models ran on the CPU, for a header line: 'bf16', or 'bf16, the denoiser in onnxruntime'."""
+        if self.denoiser_runtime == self.cpu_runtime:
+            return self.cpu_runtime
+        return f"{self.cpu_runtime}, the denoiser in {self.denoiser_runtime}"
+
     def _denoiser(self):
         """The ONNX Runtime session of the denoiser when denoiser_runtime is onnxruntime (built once),
         else None (the torch backbone). A backbone that does not export, or a session whose numbers
