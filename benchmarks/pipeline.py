@@ -29,6 +29,7 @@ calls): the windows' context and batch padding show up there, separate from the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -196,16 +197,72 @@ def measure(args, runs: list[dict], device, results: dict[str, list[dict]]) -> N
         make_project(root, args.tiny)
         song = make_song(root / "song.wav", args.seconds)
         warm = make_song(root / "warm.wav", min(args.seconds, 1.0))
-        for r in runs:  # untimed, on 1 s: first calls load libraries and build kernels (oneDNN, cuDNN)
-            run_once(root, warm, device, r, args.student)
-            print("warm-up", r["key"], file=sys.stderr, flush=True)
-        for k in range(args.repeats):
-            for r in runs:
-                info = run_once(root, song, device, r, args.student)
-                results[r["key"]].append(info)
-                print("RUN", k, r["key"], json.dumps({s: round(info[s], 2) for s in STAGES}),
-                      "cpu", json.dumps({s: round(info["cpu_" + s], 2) for s in STAGES}), info["plan"],
-                      info["calls"], info["frames"], round(info["song_s"], 2), file=sys.stderr, flush=True)
+        with contextlib.ExitStack() as stack:
+            if args.processes:  # each row in its own process, started with the row's environment
+                workers = {r["key"]: stack.enter_context(Worker(args, root, r)) for r in runs}
+
+                def once(song_path: Path, r: dict) -> dict:
+                    return workers[r["key"]].run(song_path)
+            else:
+                def once(song_path: Path, r: dict) -> dict:
+                    return run_once(root, song_path, device, r, args.student)
+
+            for r in runs:  # untimed, on 1 s: first calls load libraries and build kernels (oneDNN, cuDNN)
+                once(warm, r)
+                print("warm-up", r["key"], file=sys.stderr, flush=True)
+            for k in range(args.repeats):
+                for r in runs:
+                    info = once(song, r)
+                    results[r["key"]].append(info)
+                    print("RUN", k, r["key"], json.dumps({s: round(info[s], 2) for s in STAGES}),
+                          "cpu", json.dumps({s: round(info["cpu_" + s], 2) for s in STAGES}), info["plan"],
+                          info["calls"], info["frames"], round(info["song_s"], 2), file=sys.stderr, flush=True)
+
+
+class Worker:
+    """One row's own process (--processes): this script with --worker, started with the row's
+    environment (`env`: set, `unset`: removed) so that what is read when torch loads (OpenMP's
+    wait policy) differs between rows; it converts a song per request (one JSON line each way)."""
+
+    def __init__(self, args, root: Path, run: dict):
+        import subprocess
+
+        from procs import started
+
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(root), "--device", args.device,
+               "--runtimes", *args.runtimes, "--student-steps", *map(str, args.student_steps), "--processes"]
+        cmd += (["--student", args.student] if args.student else []) + (["--tiny"] if args.tiny else [])
+        env = {k: v for k, v in os.environ.items() if k not in run.get("unset", ())}
+        env.update(run.get("env", {}))
+        self.key = run["key"]
+        self._started = started(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+
+    def __enter__(self) -> "Worker":
+        self.proc = self._started.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._started.__exit__(*exc)  # kills the worker's process group
+
+    def run(self, song: Path) -> dict:
+        self.proc.stdin.write(json.dumps({"song": str(song), "key": self.key}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the worker for {self.key} exited (rc {self.proc.wait()})")
+        return json.loads(line)
+
+
+def worker_main(args) -> None:
+    """--worker ROOT: convert the songs named on stdin with the runs named there; figures to stdout."""
+    out, sys.stdout = sys.stdout, sys.stderr  # anything the pipeline prints goes to stderr
+    device = pick_device(args.device)
+    runs = {r["key"]: r for r in runs_for(args)}
+    for line in sys.stdin:
+        request = json.loads(line)
+        info = run_once(Path(args.worker), Path(request["song"]), device, runs[request["key"]], args.student)
+        out.write(json.dumps(info) + "\n")
+        out.flush()
 
 
 def results_from_log(path: Path, runs: list[dict]) -> dict[str, list[dict]]:
@@ -276,12 +333,24 @@ def runs_for(args) -> list[dict]:
         runs.append(dict(key="ddim20" if runtime == "auto" else f"ddim20-{runtime}",
                          label=f"ours: DDIM 20 (the default), cpu_runtime {named(runtime)}", original=False,
                          settings=dict(sampler="ddim", sampling_steps=20, cpu_runtime=runtime)))
+    if args.processes:
+        # `diffsvc infer` makes OpenMP wait passively (diffsvc/cli/main.py); the original runs with
+        # the defaults. One more row: ours as the first --runtimes row, with the defaults too.
+        runs[0]["unset"] = ("OMP_WAIT_POLICY",)
+        runtime = args.runtimes[0]
+        runs.append(dict(key=f"ddim20-{runtime}-spin", label=f"ours: DDIM 20, cpu_runtime {named(runtime)}, "
+                         "OpenMP's default waiting (as in a library user's process)", original=False,
+                         unset=("OMP_WAIT_POLICY",), settings=dict(sampler="ddim", sampling_steps=20, cpu_runtime=runtime)))
     runs.append(dict(key="dpm10", label=f"ours: DPM-Solver++ 10, cpu_runtime {named('auto')}", original=False,
                      settings=dict(sampler="dpm-solver++", sampling_steps=10, cpu_runtime="auto")))
     for steps in args.student_steps:
         runs.append(dict(key=f"student{steps}", label=f"ours: the student, {steps} step(s), cpu_runtime {named('auto')}",
                          original=False, student=True,
                          settings=dict(sampler="consistency", sampling_steps=steps, cpu_runtime="auto")))
+    if args.processes:
+        for r in runs:
+            if not r["original"] and "unset" not in r:
+                r["env"] = {"OMP_WAIT_POLICY": "PASSIVE"}
     return runs
 
 
@@ -300,7 +369,15 @@ def main() -> None:
     p.add_argument("--note", default="", help="a paragraph added under the tables (what was unusual about this run)")
     p.add_argument("--from-log", help="make the table from the RUN lines of an earlier run's log (stderr) instead "
                                       "of measuring: for a run that had to be stopped before its last round")
+    p.add_argument("--processes", action="store_true",
+                   help="run each row in its own process: the original with OpenMP's default (spinning) waits, "
+                        "ours as `diffsvc infer` runs (OMP_WAIT_POLICY=PASSIVE), plus the first --runtimes row "
+                        "with the default waits")
+    p.add_argument("--worker", help=argparse.SUPPRESS)  # ROOT: one row's process (see Worker)
     args = p.parse_args()
+    if args.worker:
+        worker_main(args)
+        return
     import torch
 
     device = pick_device(args.device)

@@ -176,10 +176,11 @@ class Config:
     sampler: str = _f("ddim", "sampler for infer (benchmarks/sampler.py: ddim 20 is as close to the reference as "
                       "the original PLMS-50 at 2.6x fewer calls)", choices=SAMPLER_NAMES)
     sampling_steps: int = _f(20, "denoiser steps for infer (ddpm ignores it)", min=1)
-    cpu_runtime: str = _f("auto", "how infer runs on the CPU: torch (fp32, the original), onnxruntime (the vocoder "
-                          "in ONNX Runtime, fp32; diffsvc[fast]), bf16 (content encoder, denoiser and vocoder in "
-                          "bfloat16), auto (bf16 on CPUs with native bf16, else onnxruntime when installed, else "
-                          "torch; benchmarks/results/pipeline-30s.md)", choices=CPU_RUNTIMES)
+    cpu_runtime: str = _f("auto", "how infer runs on the CPU: torch (fp32, the original), onnxruntime (the denoiser "
+                          "and the vocoder in ONNX Runtime, fp32; diffsvc[fast]), bf16 (content encoder, denoiser and "
+                          "vocoder in bfloat16), auto (the denoiser in ONNX Runtime when installed, the other models "
+                          "bf16 on CPUs with native bf16, else as onnxruntime, else torch; "
+                          "benchmarks/results/pipeline-30s.md)", choices=CPU_RUNTIMES)
 
     # --- a distilled student (written by `diffsvc distill`; empty for a model trained by `train`) ---
     distill: dict = _f({}, "what this model is when it is a distilled student: method, teacher (path, step), "

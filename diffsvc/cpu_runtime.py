@@ -1,26 +1,41 @@
-"""How inference runs on the CPU: torch fp32, ONNX Runtime for the vocoder, or bfloat16.
+"""How inference runs on the CPU: torch fp32, ONNX Runtime, or bfloat16.
 
 The config key `cpu_runtime` (and `diffsvc infer --cpu-runtime`) chooses:
 
 - `torch`: torch's eager fp32 kernels everywhere (what the original did; its exact numbers);
-- `onnxruntime`: the NSF-HiFiGAN vocoder's convolution stack in ONNX Runtime (`pip install
-  diffsvc[fast]`), fp32: torch's module exported in memory with `torch.onnx.export` (nothing
-  written to disk or downloaded); its output equals torch's within float rounding (measured 2e-7
-  absolute on the release-size vocoder). The rest stays torch fp32;
+- `onnxruntime`: the denoiser (diffsvc.model.onnx_denoiser) and the NSF-HiFiGAN vocoder's
+  convolution stack in ONNX Runtime (`pip install diffsvc[fast]`), fp32: torch's modules
+  exported in memory with `torch.onnx.export` (nothing written to disk or downloaded); their
+  outputs equal torch's within float rounding (measured 2e-7 absolute on the release-size
+  vocoder, 6e-8 on DiffNet 384 x 20). The content encoder and the sampler's arithmetic stay
+  torch fp32. A denoiser backbone that does not export runs in torch after one log line;
 - `bf16`: the content encoder (autocast), the denoiser (autocast) and the vocoder's convolution
   stack (a bfloat16 copy of its weights) in bfloat16 through oneDNN; the vocoder's harmonic
   source, the sampler's arithmetic and everything between stages stay float32. On CPUs with
   native bf16 (AVX512-BF16, AMX) this halves the work of each of the three models; elsewhere it
   runs, emulated and slower;
-- `auto` (the default): bf16 where the CPU has native bf16, else onnxruntime when it is
-  installed, else torch.
+- `auto` (the default): where ONNX Runtime is installed the denoiser runs in it (fp32), and the
+  other two models in bf16 on CPUs with native bf16, else in ONNX Runtime/torch fp32 as under
+  `onnxruntime`; without ONNX Runtime, bf16 on native-bf16 CPUs, else torch
+  (`denoiser_runtime`, `resolve_cpu_runtime`).
+
+Why the denoiser goes to ONNX Runtime even where bf16 is native: it is called once per sampling
+step, and torch's OpenMP threads spin-wait between the many short kernels of a step. On a 2-core
+machine shared with other jobs (benchmarks/results/pipeline-30s.md) one DiffNet 384 x 20 call on
+2584 frames cost 2.8 CPU s in torch fp32, 1.0 in bf16 autocast and 0.65 in ONNX Runtime (whose
+threads are set not to spin), in wall time 2.8, 1.0 and 0.68 s. On one thread bf16 costs less
+(0.42 CPU s against ONNX Runtime's 0.58 and fp32's 0.79), and so does it on two threads with
+OMP_WAIT_POLICY=passive set before torch loads (0.45 against 0.64): bf16 wins where torch's
+threads do not spin; diffsvc sets no such process-wide variable itself.
 
 On a GPU torch runs as configured (the setting is about the CPU). bf16 against fp32 at full size
 (benchmarks/cpu_quality.py -> benchmarks/results/cpu-quality.md, random weights): content units
 0.8 % relative error, one denoiser call 1.1 %, the sampled mel 0.16 dB, the vocoder 45 dB SNR,
 the whole song 0.7 dB log-mel distance, where the same fp32 pipeline under another seed moves
 2.0 dB. The tolerance accepted: every bf16 difference below that seed-to-seed spread, the whole
-pipeline's below half of it. Speed: benchmarks/pipeline.py -> benchmarks/results/pipeline-30s.md.
+pipeline's below half of it (under `auto` with ONNX Runtime the denoiser is fp32, so the sampled
+mel moves only with the content units). Speed: benchmarks/pipeline.py ->
+benchmarks/results/pipeline-30s.md.
 """
 
 from __future__ import annotations

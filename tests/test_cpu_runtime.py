@@ -231,3 +231,31 @@ def test_a_converter_under_auto_goes_on_when_onnxruntime_cannot_run(tmp_path, mo
     wav = (torch.sin(torch.arange(22050) / 44100 * 2 * torch.pi * 220) * 0.3).numpy()
     assert converter.convert(wav, converter.analyse(wav), seed=1).audio.shape == wav.shape
     assert vocoder.cpu_runtime == "torch"
+
+
+def test_infer_makes_openmp_wait_passively_unless_told_otherwise_and_only_before_torch_loads():
+    """`diffsvc infer` sets OMP_WAIT_POLICY=PASSIVE before torch loads (its spinning threads cost
+    up to 4x the CPU time of a denoiser call on a busy machine: diffsvc/cli/main.py); a value in
+    the environment wins, other commands and a process that already loaded torch are left alone."""
+    import os
+
+    from procs import run
+
+    code = ("import os, sys\n"
+            "if sys.argv[2] == 'torch-first': import torch\n"
+            "import diffsvc.cli.infer as infer, diffsvc.cli.models as models\n"
+            "def report(args): print(os.environ.get('OMP_WAIT_POLICY', 'unset'), 'torch' in sys.modules); return 0\n"
+            "infer.run = models.run = report\n"
+            "from diffsvc.cli.main import main\n"
+            "sys.exit(main([sys.argv[1]] + (['song.wav'] if sys.argv[1] == 'infer' else [])))\n")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+
+    def policy(command: str, order: str = "-", **extra) -> str:
+        done = run([sys.executable, "-c", code, command, order], timeout=120, env=dict(env, **extra))
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()[0]
+
+    assert policy("infer") == "PASSIVE"
+    assert policy("infer", OMP_WAIT_POLICY="ACTIVE") == "ACTIVE"
+    assert policy("infer", "torch-first") == "unset"
+    assert policy("models") == "unset"

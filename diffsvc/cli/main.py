@@ -55,6 +55,20 @@ def limit_cpu_kernel_cache() -> None:
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_CAPACITY)
 
 
+# For `infer`: torch's CPU threads (GNU OpenMP) spin-wait between parallel regions by default. On
+# a machine whose cores are busy with other work, a spinning thread holds the core the thread it
+# waits for needs: one DiffNet 384 x 20 call on 2 threads cost 2.8 CPU s spinning and 0.70
+# passive in fp32, 1.0 and 0.45 in bf16 (benchmarks/results/pipeline-30s.md). libgomp reads the
+# variable when torch loads, so it is set here, before any command imports torch, only for the
+# commands listed, only when torch is not loaded yet, and a value in the environment wins.
+PASSIVE_OPENMP = ("infer",)
+
+
+def passive_openmp_waits() -> None:
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def _parser_with_arguments(argv: list[str]) -> argparse.ArgumentParser:
     """Build the parser; load the arguments of the one subcommand named in argv (or all for help)."""
     parser = build_parser()
@@ -75,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command in CAPPED_KERNEL_CACHE:
         limit_cpu_kernel_cache()
+    if args.command in PASSIVE_OPENMP:
+        passive_openmp_waits()
     module = importlib.import_module(args._module)
     try:
         return int(module.run(args) or 0)
