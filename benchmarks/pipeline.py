@@ -316,41 +316,52 @@ def student_available(student: str | None) -> str:
 
 def runs_for(args) -> list[dict]:
     """The original (torch fp32, as its code runs), then ours: DDIM 20 under each of
-    args.runtimes (cpu_runtime; `auto` is the default), DPM-Solver++ 10 and the student under auto."""
+    args.runtimes (cpu_runtime; `auto` is the default), DPM-Solver++ 10 and the student under auto.
+    --processes: ours wait passively as `diffsvc infer` makes them; two more rows, the first
+    --runtimes row with OpenMP's default waits and the original with passive waits."""
     from diffsvc.cpu_runtime import denoiser_runtime, resolve_cpu_runtime
 
-    def named(runtime: str) -> str:
-        models, denoiser = resolve_cpu_runtime(runtime, "cpu"), denoiser_runtime(runtime, "cpu")
+    passive = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+    def named(runtime: str, env: dict | None = None) -> str:
+        """What the setting runs under the row's environment (auto's denoiser depends on it)."""
+        saved = os.environ.get("OMP_WAIT_POLICY")
+        os.environ.pop("OMP_WAIT_POLICY", None)
+        os.environ.update(env or {})
+        try:
+            models, denoiser = resolve_cpu_runtime(runtime, "cpu"), denoiser_runtime(runtime, "cpu")
+        finally:
+            os.environ.pop("OMP_WAIT_POLICY", None)
+            if saved is not None:
+                os.environ["OMP_WAIT_POLICY"] = saved
         chosen = models if denoiser == models else f"{models}, the denoiser {denoiser}"
         return f"auto = {chosen}" if runtime == "auto" else chosen
 
-    runs = [
-        dict(key="original", label="original way: PLMS 50, one stretch at a time, one pass each, torch fp32",
-             original=True, settings=dict(sampler="plms", sampling_steps=50, batch_size=1, window_frames=10**6,
-                                          cpu_runtime="torch")),
-    ]
+    ours_env = passive if args.processes else None
+    waits = ", OMP_WAIT_POLICY=PASSIVE (as `diffsvc infer` sets it)" if args.processes else ""
+    original = "original way: PLMS 50, one stretch at a time, one pass each, torch fp32"
+    runs = [dict(key="original", label=original, original=True, unset=("OMP_WAIT_POLICY",),
+                 settings=dict(sampler="plms", sampling_steps=50, batch_size=1, window_frames=10**6,
+                               cpu_runtime="torch"))]
     for runtime in args.runtimes:
         runs.append(dict(key="ddim20" if runtime == "auto" else f"ddim20-{runtime}",
-                         label=f"ours: DDIM 20 (the default), cpu_runtime {named(runtime)}", original=False,
+                         label=f"ours: DDIM 20 (the default), cpu_runtime {named(runtime, ours_env)}{waits}",
+                         original=False, env=ours_env or {},
                          settings=dict(sampler="ddim", sampling_steps=20, cpu_runtime=runtime)))
     if args.processes:
-        # `diffsvc infer` makes OpenMP wait passively (diffsvc/cli/main.py); the original runs with
-        # the defaults. One more row: ours as the first --runtimes row, with the defaults too.
-        runs[0]["unset"] = ("OMP_WAIT_POLICY",)
         runtime = args.runtimes[0]
         runs.append(dict(key=f"ddim20-{runtime}-spin", label=f"ours: DDIM 20, cpu_runtime {named(runtime)}, "
-                         "OpenMP's default waiting (as in a library user's process)", original=False,
+                         "OpenMP's default waits (as in a library user's process)", original=False,
                          unset=("OMP_WAIT_POLICY",), settings=dict(sampler="ddim", sampling_steps=20, cpu_runtime=runtime)))
-    runs.append(dict(key="dpm10", label=f"ours: DPM-Solver++ 10, cpu_runtime {named('auto')}", original=False,
+        runs.append(dict(runs[0], key="original-passive", label=original + ", OMP_WAIT_POLICY=PASSIVE (not the "
+                         "original's setting: what the variable alone gives it)", unset=(), env=passive))
+    runs.append(dict(key="dpm10", label=f"ours: DPM-Solver++ 10, cpu_runtime {named('auto', ours_env)}{waits}",
+                     original=False, env=ours_env or {},
                      settings=dict(sampler="dpm-solver++", sampling_steps=10, cpu_runtime="auto")))
     for steps in args.student_steps:
-        runs.append(dict(key=f"student{steps}", label=f"ours: the student, {steps} step(s), cpu_runtime {named('auto')}",
-                         original=False, student=True,
+        runs.append(dict(key=f"student{steps}", label=f"ours: the student, {steps} step(s), cpu_runtime "
+                         f"{named('auto', ours_env)}{waits}", original=False, student=True, env=ours_env or {},
                          settings=dict(sampler="consistency", sampling_steps=steps, cpu_runtime="auto")))
-    if args.processes:
-        for r in runs:
-            if not r["original"] and "unset" not in r:
-                r["env"] = {"OMP_WAIT_POLICY": "PASSIVE"}
     return runs
 
 

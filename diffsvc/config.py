@@ -178,9 +178,9 @@ class Config:
     sampling_steps: int = _f(20, "denoiser steps for infer (ddpm ignores it)", min=1)
     cpu_runtime: str = _f("auto", "how infer runs on the CPU: torch (fp32, the original), onnxruntime (the denoiser "
                           "and the vocoder in ONNX Runtime, fp32; diffsvc[fast]), bf16 (content encoder, denoiser and "
-                          "vocoder in bfloat16), auto (the denoiser in ONNX Runtime when installed, the other models "
-                          "bf16 on CPUs with native bf16, else as onnxruntime, else torch; "
-                          "benchmarks/results/pipeline-30s.md)", choices=CPU_RUNTIMES)
+                          "vocoder in bfloat16), auto (bf16 on CPUs with native bf16, but the denoiser in ONNX Runtime "
+                          "where torch's threads spin-wait, which infer stops; else onnxruntime when installed, else "
+                          "torch; benchmarks/results/pipeline-30s.md)", choices=CPU_RUNTIMES)
 
     # --- a distilled student (written by `diffsvc distill`; empty for a model trained by `train`) ---
     distill: dict = _f({}, "what this model is when it is a distilled student: method, teacher (path, step), "

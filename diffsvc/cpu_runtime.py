@@ -14,27 +14,27 @@ The config key `cpu_runtime` (and `diffsvc infer --cpu-runtime`) chooses:
   source, the sampler's arithmetic and everything between stages stay float32. On CPUs with
   native bf16 (AVX512-BF16, AMX) this halves the work of each of the three models; elsewhere it
   runs, emulated and slower;
-- `auto` (the default): where ONNX Runtime is installed the denoiser runs in it (fp32), and the
-  other two models in bf16 on CPUs with native bf16, else in ONNX Runtime/torch fp32 as under
-  `onnxruntime`; without ONNX Runtime, bf16 on native-bf16 CPUs, else torch
-  (`denoiser_runtime`, `resolve_cpu_runtime`).
+- `auto` (the default): on CPUs with native bf16 the content encoder and the vocoder in bf16,
+  and the denoiser too where torch's threads wait passively (as `diffsvc infer` sets them) or
+  there is one thread, else the denoiser in ONNX Runtime when installed; on other CPUs as
+  `onnxruntime` when installed, else torch (`resolve_cpu_runtime`, `denoiser_runtime`).
 
-Why the denoiser goes to ONNX Runtime even where bf16 is native: it is called once per sampling
-step, and torch's OpenMP threads spin-wait between the many short kernels of a step. On a 2-core
-machine shared with other jobs (benchmarks/results/pipeline-30s.md) one DiffNet 384 x 20 call on
-2584 frames cost 2.8 CPU s in torch fp32, 1.0 in bf16 autocast and 0.65 in ONNX Runtime (whose
-threads are set not to spin), in wall time 2.8, 1.0 and 0.68 s. On one thread bf16 costs less
-(0.42 CPU s against ONNX Runtime's 0.58 and fp32's 0.79), and so does it on two threads with
-OMP_WAIT_POLICY=passive set before torch loads (0.45 against 0.64): bf16 wins where torch's
-threads do not spin; diffsvc sets no such process-wide variable itself.
+Why the denoiser's choice depends on how torch's threads wait: it is called once per sampling
+step, and torch's OpenMP threads spin-wait between the many short kernels of a step by default.
+On a 2-core machine shared with other jobs (benchmarks/results/pipeline-30s.md) the sampling
+stage of a 30 s song (DDIM 20, DiffNet 384 x 20) cost in CPU s per s of song: bf16 0.72 and ONNX
+Runtime 0.47 with torch's default spinning waits (ONNX Runtime's threads are set not to spin),
+bf16 0.26 and ONNX Runtime 0.44 with OMP_WAIT_POLICY=passive, which `diffsvc infer` sets before
+torch loads (OpenMP reads it then; diffsvc/cli/main.py). A library user's process is left as
+it is: there `auto` takes ONNX Runtime for the denoiser unless the user set passive waits.
 
 On a GPU torch runs as configured (the setting is about the CPU). bf16 against fp32 at full size
 (benchmarks/cpu_quality.py -> benchmarks/results/cpu-quality.md, random weights): content units
 0.8 % relative error, one denoiser call 1.1 %, the sampled mel 0.16 dB, the vocoder 45 dB SNR,
 the whole song 0.7 dB log-mel distance, where the same fp32 pipeline under another seed moves
 2.0 dB. The tolerance accepted: every bf16 difference below that seed-to-seed spread, the whole
-pipeline's below half of it (under `auto` with ONNX Runtime the denoiser is fp32, so the sampled
-mel moves only with the content units). Speed: benchmarks/pipeline.py ->
+pipeline's below half of it (where `auto` runs the denoiser in ONNX Runtime it is fp32, and the
+sampled mel moves only with the content units). Speed: benchmarks/pipeline.py ->
 benchmarks/results/pipeline-30s.md.
 """
 
@@ -108,13 +108,20 @@ def resolve_cpu_runtime(name: str, device: torch.device | str) -> str:
     return "torch"
 
 
+def openmp_spins() -> bool:
+    """True when torch's CPU threads spin-wait between parallel regions: more than one thread and
+    OMP_WAIT_POLICY not passive (GNU OpenMP's default; `diffsvc infer` sets passive before torch
+    loads: diffsvc/cli/main.py)."""
+    return torch.get_num_threads() > 1 and os.environ.get("OMP_WAIT_POLICY", "").strip().lower() != "passive"
+
+
 def denoiser_runtime(name: str, device: torch.device | str) -> str:
     """Who runs the denoiser (the sampler's model, called once per step) under the setting `name`:
-    'onnxruntime' for onnxruntime, and for auto wherever ONNX Runtime is installed (also on
-    native-bf16 CPUs, where the content encoder and the vocoder run bf16: see the module doc for
-    why); otherwise resolve_cpu_runtime's choice. Errors as resolve_cpu_runtime."""
+    'onnxruntime' for onnxruntime, and for auto where ONNX Runtime is installed unless the other
+    models run bf16 and torch's threads do not spin (`openmp_spins`), where bf16 does less work
+    (see the module doc); otherwise resolve_cpu_runtime's choice. Errors as resolve_cpu_runtime."""
     runtime = resolve_cpu_runtime(name, device)
-    if name == "auto" and runtime == "bf16" and onnxruntime_available():
+    if name == "auto" and runtime == "bf16" and openmp_spins() and onnxruntime_available():
         return "onnxruntime"
     return runtime
 

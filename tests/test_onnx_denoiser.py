@@ -141,14 +141,26 @@ def test_a_backbone_that_does_not_export_runs_in_torch_after_one_log_line(tmp_pa
     assert (got.mel_out == reference.mel_out).all() and (got_again.mel_out == reference.mel_out).all()
 
 
-def test_auto_runs_the_denoiser_in_onnxruntime_where_installed(monkeypatch):
+def test_auto_runs_the_denoiser_in_onnxruntime_where_torchs_threads_spin(monkeypatch):
+    """auto: bf16 for the denoiser on native-bf16 CPUs where torch's threads wait passively or
+    there is one thread (bf16 then does less work), ONNX Runtime where they spin-wait (it then
+    does less); ONNX Runtime on other CPUs as before."""
     import sys
 
     import diffsvc.cpu_runtime as cpu_runtime
     from diffsvc.cpu_runtime import denoiser_runtime
 
     monkeypatch.setattr(cpu_runtime, "native_bf16", lambda: True)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     assert denoiser_runtime("auto", "cpu") == "onnxruntime"  # next to bf16 for the other models
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    assert denoiser_runtime("auto", "cpu") == "bf16"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert denoiser_runtime("auto", "cpu") == "onnxruntime"
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert denoiser_runtime("auto", "cpu") == "bf16"
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert denoiser_runtime("bf16", "cpu") == "bf16" and denoiser_runtime("torch", "cpu") == "torch"
     assert denoiser_runtime("onnxruntime", "cuda") == "torch"
     monkeypatch.setattr(cpu_runtime, "native_bf16", lambda: False)
@@ -156,4 +168,5 @@ def test_auto_runs_the_denoiser_in_onnxruntime_where_installed(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # not installed
     assert denoiser_runtime("auto", "cpu") == "torch"
     monkeypatch.setattr(cpu_runtime, "native_bf16", lambda: True)
+    monkeypatch.delenv("OMP_WAIT_POLICY")
     assert denoiser_runtime("auto", "cpu") == "bf16"

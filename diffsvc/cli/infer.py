@@ -68,8 +68,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cpu-runtime", choices=("auto", "torch", "onnxruntime", "bf16"),
                    help="how the models run on the CPU: torch (fp32, the original's numbers), onnxruntime (the "
                         "denoiser and the vocoder in ONNX Runtime, fp32; diffsvc[fast]), bf16, or auto (default: "
-                        "the project's cpu_runtime; auto runs the denoiser in ONNX Runtime when installed and the "
-                        "other models bf16 on CPUs with native bf16, else as onnxruntime)")
+                        "the project's cpu_runtime; auto is bf16 on CPUs with native bf16, else onnxruntime when "
+                        "installed)")
     g = p.add_argument_group("output")
     g.add_argument("--out", help="output file (one input) or folder (several); default output/SONG_PROJECT_steps_N.wav "
                                   "(SONG_PROJECT_SINGER_steps_N.wav for a multi-singer model)")
