@@ -82,6 +82,9 @@ def _parser_with_arguments(argv: list[str]) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    named = [a for a in argv if a in COMMANDS][:1]
+    if named and named[0] in PASSIVE_OPENMP:
+        passive_openmp_waits()  # before the command's arguments are added: that imports torch
     parser = _parser_with_arguments(argv)
     args = parser.parse_args(argv)
     if not args.command:
@@ -89,8 +92,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command in CAPPED_KERNEL_CACHE:
         limit_cpu_kernel_cache()
-    if args.command in PASSIVE_OPENMP:
-        passive_openmp_waits()
     module = importlib.import_module(args._module)
     try:
         return int(module.run(args) or 0)
