@@ -234,8 +234,8 @@ def test_a_converter_under_auto_goes_on_when_onnxruntime_cannot_run(tmp_path, mo
 
 
 def test_infer_makes_openmp_wait_passively_unless_told_otherwise_and_only_before_torch_loads():
-    """`diffsvc infer` sets OMP_WAIT_POLICY=PASSIVE before torch loads (its spinning threads cost
-    up to 4x the CPU time of a denoiser call on a busy machine: diffsvc/cli/main.py); a value in
+    """`diffsvc infer` sets OMP_WAIT_POLICY=PASSIVE before torch loads (spinning threads nearly
+    tripled the bf16 sampling stage's CPU time on a busy machine: diffsvc/cli/main.py); a value in
     the environment wins, other commands and a process that already loaded torch are left alone."""
     import os
 

@@ -57,9 +57,10 @@ def limit_cpu_kernel_cache() -> None:
 
 # For `infer`: torch's CPU threads (GNU OpenMP) spin-wait between parallel regions by default. On
 # a machine whose cores are busy with other work, a spinning thread holds the core the thread it
-# waits for needs: one DiffNet 384 x 20 call on 2 threads cost 2.8 CPU s spinning and 0.70
-# passive in fp32, 1.0 and 0.45 in bf16 (benchmarks/results/pipeline-30s.md). libgomp reads the
-# variable when torch loads, so it is set here, before any command imports torch, only for the
+# waits for needs: on 2 shared cores the original way's conversion of a 30 s song cost 4.05 CPU s
+# per s of song spinning and 2.13 passive, our bf16 sampling stage 0.72 and 0.26
+# (benchmarks/results/pipeline-30s.md). libgomp reads the variable when torch loads, so it is set
+# here, before any command imports torch (building a command's arguments does), only for the
 # commands listed, only when torch is not loaded yet, and a value in the environment wins.
 PASSIVE_OPENMP = ("infer",)
 
