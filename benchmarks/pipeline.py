@@ -20,6 +20,11 @@ Runs, all on the same song, model, encoders and start seed:
 
 The configurations are interleaved (A B C A B C ...) and each stage's median over the repeats is
 reported: on a shared machine, a burst of someone else's work then hits all configurations alike.
+`--processes` runs each configuration in its own process, started with its own environment: the
+original with OpenMP's default (spinning) waits as its code runs, ours with OMP_WAIT_POLICY=PASSIVE
+as `diffsvc infer` sets it, plus ours with the default waits (a library user's process) and the
+original with passive waits (what the variable alone gives it). Without it every row shares this
+process and its default waits (what a library user gets).
 "Denoiser frames" counts the frames the denoiser processed (batch items x frames, summed over
 calls): the windows' context and batch padding show up there, separate from the step count.
 `--tiny` swaps in tiny models and a 3 s song: a check that the script runs (`benchmarks/gpu.sh
