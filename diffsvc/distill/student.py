@@ -29,9 +29,11 @@ DISTILL_KEY = "distill"  # the record's key in the student's config and checkpoi
 DEFAULT_INTERVALS = 20  # N: the teacher's ODE is cut into this many DDIM steps (benchmarks/distill.py; Song et al.
 # 2023 used 18-40, LCM 50: on a short budget fewer intervals learned as well or better, measured 4-50)
 DEFAULT_EMA = 0.95  # the target network's rate (Song et al. 2023, consistency distillation)
-DEFAULT_LR = 1e-5  # benchmarks/distill.py, 1500 steps: an x0 student of an x0 teacher starts nearly consistent
-# and Adam's normalised steps walk it away (1 step: 0.431 at 1e-5, 0.476 at 3e-5; DDIM 20 0.459); a v student of
-# an eps teacher did the same at both. Earlier (eps students, 300 steps): 1e-4 ~ 3e-5, 1e-3 and 3e-4 clearly worse
+DEFAULT_LR = 1e-5  # a student that learns a new output (a v student of an eps teacher): 1e-5 and 3e-5 did alike
+FINE_TUNE_LR = 1e-6  # a student that predicts what its teacher does starts as it, nearly consistent already, and
+# Adam's normalised steps walk it away (benchmarks/distill.py, x0 teacher, 1500 steps; reconstruction at 2 steps:
+# 0.422 at the start, 0.422 at 1e-6, 0.452 at 1e-5, 0.478 at 3e-5; DDIM 20 0.459). Earlier, eps students of eps
+# teachers, 300 steps: 1e-4 ~ 3e-5, 1e-3 and 3e-4 clearly worse.
 DEFAULT_STEPS = 20000
 TRAINED_FOR = [1, 2, 4]
 
@@ -57,11 +59,19 @@ def distill_record(teacher_path: Path, teacher_step: int, *, intervals: int = DE
             "prediction": prediction, "weighting": weighting or default_weighting(prediction)}
 
 
-def student_config(teacher: Config, record: dict, *, lr: float = DEFAULT_LR, max_updates: int = DEFAULT_STEPS) -> Config:
+def default_lr(teacher_prediction: str, student_prediction: str) -> float:
+    """The student's learning rate: FINE_TUNE_LR when it predicts what its teacher does, else DEFAULT_LR."""
+    return FINE_TUNE_LR if teacher_prediction == student_prediction else DEFAULT_LR
+
+
+def student_config(teacher: Config, record: dict, *, lr: float | None = None,
+                   max_updates: int = DEFAULT_STEPS) -> Config:
     """The student's config: the teacher's sizes, schedule, spec_min/spec_max (the student is the same
     model) with the consistency sampler at 2 steps, the masked loss, and the `distill` record."""
+    prediction = record.get("prediction", teacher.prediction)
+    lr = default_lr(teacher.prediction, prediction) if lr is None else lr
     return teacher.replace(sampler="consistency", sampling_steps=2, loss_mask=True, lr=lr, max_updates=max_updates,
-                           prediction=record.get("prediction", teacher.prediction), distill=dict(record))
+                           prediction=prediction, distill=dict(record))
 
 
 def check_record(config: Config, source: str) -> dict:
