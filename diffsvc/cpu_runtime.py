@@ -24,8 +24,8 @@ step, and torch's OpenMP threads spin-wait between the many short kernels of a s
 On a 2-core machine shared with other jobs (benchmarks/results/pipeline-30s.md) the sampling
 stage of a 30 s song (DDIM 20, DiffNet 384 x 20) cost in CPU s per s of song: bf16 0.72 and ONNX
 Runtime 0.47 with torch's default spinning waits (ONNX Runtime's threads are set not to spin),
-bf16 0.26 and ONNX Runtime 0.44 with OMP_WAIT_POLICY=passive, which `diffsvc infer` sets before
-torch loads (OpenMP reads it then; diffsvc/cli/main.py). A library user's process is left as
+bf16 0.26 and ONNX Runtime 0.44 with OMP_WAIT_POLICY=passive, which `diffsvc infer` and `diffsvc
+eval` set before torch loads (OpenMP reads it then; diffsvc/cli/main.py). A library user's process is left as
 it is: there `auto` takes ONNX Runtime for the denoiser unless the user set passive waits.
 
 On a GPU torch runs as configured (the setting is about the CPU). bf16 against fp32 at full size
@@ -67,15 +67,25 @@ def import_onnxruntime():
     return onnxruntime
 
 
-def onnxruntime_available() -> bool:
-    """True when both onnxruntime (to run) and onnx (torch.onnx.export needs it) import."""
+def onnxruntime_problem() -> str | None:
+    """None when both onnxruntime (to run) and onnx (torch.onnx.export needs it) import, else what
+    is wrong: "is not installed", or "cannot be imported (ERROR)" for a broken install (a protobuf
+    mismatch raises TypeError, a missing shared library OSError)."""
     try:
         import onnx  # noqa: F401
 
         import_onnxruntime()
     except ImportError:
-        return False
-    return True
+        return "is not installed"
+    except Exception as e:  # noqa: BLE001 - a broken install is any error at import time
+        first = " ".join(str(e).split())[:160]
+        return f"cannot be imported ({type(e).__name__}: {first})"
+    return None
+
+
+def onnxruntime_available() -> bool:
+    """True when onnxruntime and onnx import (onnxruntime_problem is None)."""
+    return onnxruntime_problem() is None
 
 
 @functools.lru_cache(maxsize=None)
@@ -99,10 +109,11 @@ def resolve_cpu_runtime(name: str, device: torch.device | str) -> str:
         return "torch"
     if name == "bf16" or (name == "auto" and native_bf16()):
         return "bf16"
-    if onnxruntime_available():
+    problem = onnxruntime_problem()
+    if problem is None:
         return "onnxruntime"
     if name == "onnxruntime":
-        raise ConfigError(f"cpu_runtime: onnxruntime is not installed; {INSTALL_HINT}, "
+        raise ConfigError(f"cpu_runtime: onnxruntime {problem}; {INSTALL_HINT}, "
                           "or choose auto (--cpu-runtime auto, or cpu_runtime: auto in config.yaml), which "
                           "uses what this machine has")
     return "torch"
@@ -110,8 +121,8 @@ def resolve_cpu_runtime(name: str, device: torch.device | str) -> str:
 
 def openmp_spins() -> bool:
     """True when torch's CPU threads spin-wait between parallel regions: more than one thread and
-    OMP_WAIT_POLICY not passive (GNU OpenMP's default; `diffsvc infer` sets passive before torch
-    loads: diffsvc/cli/main.py)."""
+    OMP_WAIT_POLICY not passive (GNU OpenMP's default; `diffsvc infer` and `eval` set passive before
+    torch loads: diffsvc/cli/main.py)."""
     return torch.get_num_threads() > 1 and os.environ.get("OMP_WAIT_POLICY", "").strip().lower() != "passive"
 
 

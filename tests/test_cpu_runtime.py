@@ -236,16 +236,17 @@ def test_a_converter_under_auto_goes_on_when_onnxruntime_cannot_run(tmp_path, mo
 def test_infer_makes_openmp_wait_passively_unless_told_otherwise_and_only_before_torch_loads():
     """`diffsvc infer` sets OMP_WAIT_POLICY=PASSIVE before torch loads (spinning threads nearly
     tripled the bf16 sampling stage's CPU time on a busy machine: diffsvc/cli/main.py); a value in
-    the environment wins, other commands and a process that already loaded torch are left alone."""
+    the environment wins, other commands and a process that already loaded torch are left alone;
+    `eval` too, so that it scores the runtime infer ships."""
     import os
 
     from procs import run
 
     code = ("import os, sys\n"
             "if sys.argv[2] == 'torch-first': import torch\n"
-            "import diffsvc.cli.infer as infer, diffsvc.cli.models as models\n"
+            "import diffsvc.cli.infer as infer, diffsvc.cli.models as models, diffsvc.cli.eval as evaluate\n"
             "def report(args): print(os.environ.get('OMP_WAIT_POLICY', 'unset'), 'torch' in sys.modules); return 0\n"
-            "infer.run = models.run = report\n"
+            "infer.run = models.run = evaluate.run = report\n"
             "from diffsvc.cli.main import main\n"
             "sys.exit(main([sys.argv[1]] + (['song.wav'] if sys.argv[1] == 'infer' else [])))\n")
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
@@ -256,6 +257,7 @@ def test_infer_makes_openmp_wait_passively_unless_told_otherwise_and_only_before
         return done.stdout.split()[0]
 
     assert policy("infer") == "PASSIVE"
+    assert policy("eval") == "PASSIVE"  # eval converts as infer does: auto picks the same denoiser runtime
     assert policy("infer", OMP_WAIT_POLICY="ACTIVE") == "ACTIVE"
     assert policy("infer", "torch-first") == "unset"
     assert policy("models") == "unset"

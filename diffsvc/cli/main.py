@@ -61,8 +61,11 @@ def limit_cpu_kernel_cache() -> None:
 # per s of song spinning and 2.13 passive, our bf16 sampling stage 0.72 and 0.26
 # (benchmarks/results/pipeline-30s.md). libgomp reads the variable when torch loads, so it is set
 # here, before any command imports torch (building a command's arguments does), only for the
-# commands listed, only when torch is not loaded yet, and a value in the environment wins.
-PASSIVE_OPENMP = ("infer",)
+# commands listed, only when torch is not loaded yet, and a value in the environment wins. `eval`
+# converts songs as infer does and is listed too, so that `auto` picks the same denoiser runtime
+# (cpu_runtime.denoiser_runtime: it depends on how torch's threads wait) and eval scores what
+# infer ships.
+PASSIVE_OPENMP = ("infer", "eval")
 
 
 def passive_openmp_waits() -> None:

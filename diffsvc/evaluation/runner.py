@@ -115,6 +115,7 @@ def evaluate(request: EvalRequest, device: torch.device) -> dict:
                          "units": encoder.encode(wav, config.audio_sample_rate).numpy() if len(wav) else None}
 
     rows, songs_detail = [], []
+    ran_denoiser = None  # who ran the denoiser in the songs' conversions (a converter may fall back)
     for n, choice in enumerate(request.choices):
         if n:
             loaded = load_checkpoint(choice, device, allow_unsafe=request.allow_unsafe)
@@ -139,6 +140,7 @@ def evaluate(request: EvalRequest, device: torch.device) -> dict:
             converter = SongConverter(loaded, encoder, vocoder, device, settings)
             per_song = [_score_song(converter, path, wav, sources[path], request, retracker, speaker, centroid,
                                     encoder) for path, wav in request.songs.items()]
+            ran_denoiser = converter.denoiser_runtime
             songs_detail += [{"step": int(step), **s} for s in per_song]
             row.update(_pooled(per_song))
             total_audio = sum(len(w) for w in request.songs.values()) / config.audio_sample_rate
@@ -155,7 +157,8 @@ def evaluate(request: EvalRequest, device: torch.device) -> dict:
                      "speaker_encoder": "resemblyzer GE2E" if speaker else None,
                      "content_encoder": config.content_encoder, "vocoder": config.vocoder, "device": str(device),
                      "cpu_runtime": resolve_cpu_runtime(config.cpu_runtime, device),  # what `auto` chose here
-                     "denoiser_runtime": denoiser_runtime(config.cpu_runtime, device),  # the sampler's model
+                     # the sampler's model in the songs' conversions, as it ran (an export that failed runs torch)
+                     "denoiser_runtime": ran_denoiser or denoiser_runtime(config.cpu_runtime, device),
                      "peak_memory": "CUDA peak allocated per checkpoint" if device.type == "cuda"
                      else "process peak resident memory so far (CPU)"},
         "rows": rows, "songs": songs_detail, "unavailable": unavailable,

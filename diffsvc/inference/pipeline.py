@@ -321,7 +321,6 @@ class SongConverter:
         self.cpu_runtime = resolve_cpu_runtime(setting, self.device)
         # the denoiser may run another way (auto: ONNX Runtime next to bf16); built at first sampling
         self.denoiser_runtime = denoiser_runtime(setting, self.device)
-        self._onnx_denoiser = None
         self._vocoder_runtime = None  # what the vocoder runs (auto may fall back to torch where its choice fails)
         if hasattr(vocoder, "use_cpu_runtime"):
             self._vocoder_runtime = vocoder.use_cpu_runtime(setting).cpu_runtime
@@ -578,20 +577,18 @@ class SongConverter:
         models run bf16)."""
         if self.denoiser_runtime != "onnxruntime":
             return None
-        if self._onnx_denoiser is None:
-            from diffsvc.model.onnx_denoiser import onnx_denoiser
+        from diffsvc.model.onnx_denoiser import onnx_denoiser
 
-            backbone = self.model.denoise_fn
-            try:
-                self._onnx_denoiser = onnx_denoiser(backbone)
-            except Exception as e:  # noqa: BLE001 - an export ONNX cannot express, a broken ONNX Runtime install
-                fallback = "bf16" if self.cpu_runtime == "bf16" else "torch"
-                reason = " ".join(str(e).split()).split(". ")[0][:200] or type(e).__name__  # its first sentence
-                log.warning("cpu_runtime: the denoiser (%s) cannot run in ONNX Runtime (%s); it runs in %s",
-                            type(backbone).__name__, reason, fallback)
-                self.denoiser_runtime = fallback
-                return None
-        return self._onnx_denoiser
+        backbone = self.model.denoise_fn  # asked each time: the model's weights or backbone may have changed
+        try:
+            return onnx_denoiser(backbone)  # kept per backbone and weights: built once
+        except Exception as e:  # noqa: BLE001 - an export ONNX cannot express, a broken ONNX Runtime install
+            fallback = "bf16" if self.cpu_runtime == "bf16" else "torch"
+            reason = " ".join(str(e).split()).split(". ")[0][:200] or type(e).__name__  # its first sentence
+            log.warning("cpu_runtime: the denoiser (%s) cannot run in ONNX Runtime (%s); it runs in %s",
+                        type(backbone).__name__, reason, fallback)
+            self.denoiser_runtime = fallback
+            return None
 
 
 def group_stretches(window_counts: list[int], batch_size: int) -> list[list[int]]:
