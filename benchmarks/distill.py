@@ -149,7 +149,7 @@ def main(argv=None) -> int:
         "of the sampled log-mel over the real mels' (1 = as rough as the real ones; above: noise left in, below: "
         "blurred). PLMS is the original's sampler as it ran (no clipping of its x0 estimates): on this model it "
         "diverges, as benchmarks/sampler.py found on the demo's. 'teacher via consistency steps' is the teacher "
-        "sampled at the student's steps (999, 499) with the student's update: an eps student before any "
+        "sampled at the student's steps (999, 100) with the student's update: an eps student before any "
         "distillation; what the distillation adds is the student's rows against it.", "",
         "Command: `" + " ".join(["python benchmarks/distill.py", *(sys.argv[1:] if argv is None else argv)]) + "`",
     ]) + "\n"

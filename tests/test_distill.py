@@ -203,8 +203,9 @@ def test_consistency_sampler_parts():
     assert float(c_skip[0]) == 1.0 and float(c_out[0]) == 0.0  # f(x, 0) = x: the boundary condition
     assert float(c_skip[1]) < 0.01 and float(c_out[2]) > 0.999  # elsewhere the network's x0 estimate
     assert consistency_timesteps(1000, 1) == [999]
-    assert consistency_timesteps(1000, 2) == [999, 499]
-    assert consistency_timesteps(1000, 4) == [999, 749, 499, 249]
+    assert consistency_timesteps(1000, 2) == [999, 100]
+    assert consistency_timesteps(1000, 4) == [999, 699, 400, 100]
+    assert consistency_timesteps(50, 2) == [49, 5]  # shallow diffusion: the same places in a shorter range
     assert consistency_timesteps(3, 8) == [2, 1, 0]
     grid = consistency_grid(1000, 20)
     assert grid[0] == 0 and grid[-1] == 999 and len(grid) == 21 and bool((grid.diff() > 0).all())
