@@ -50,6 +50,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "tests"))
+from ui_fixture import choose  # noqa: E402
 
 SR = 44100
 LONG = 600_000  # ms: a conversion or a training start of the full-size model on a busy machine (a timeout)
@@ -227,30 +228,14 @@ def ui_server(root: Path):
 
 @contextlib.contextmanager
 def browser_page(url: str):
-    from playwright.sync_api import sync_playwright
-
-    from test_ui_browser import CHROMIUM, CHROMIUM_ARGS
+    """The tests' Chromium page (tests/ui_fixture.py) with a longer timeout for real-size models;
+    Chromium missing is one line."""
+    from ui_fixture import CHROMIUM, browser_page as open_page
 
     if not Path(CHROMIUM).exists():
         raise SystemExit(f"{CHROMIUM} not found: install the system's Chromium (make browser)")
-    outside: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.on("request", lambda r: None if r.url.startswith((url, "data:", "blob:")) else outside.append(r.url))
-        page.set_default_timeout(60_000)
-        page.outside_requests = outside
-        page.goto(url)
-        page.get_by_role("tab", name="Convert").wait_for()
-        try:
-            yield page
-        finally:
-            browser.close()
-
-
-def choose(page, field: str, value: str) -> None:
-    page.locator(f"{field} input").click()
-    page.get_by_role("option", name=value, exact=True).click()
+    with open_page(url, timeout_ms=60_000) as page:
+        yield page
 
 
 def fill(page, field: str, value) -> None:

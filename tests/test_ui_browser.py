@@ -14,8 +14,6 @@ the browser is never downloaded.
 from __future__ import annotations
 
 import json
-import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +24,10 @@ import yaml
 from audio_synth import synth_voice
 from test_end_to_end import TINY
 from infer_fixture import write_project
-from ui_fixture import ui_server, write_f0_project
+from ui_fixture import CHROMIUM, browser_page, choose, ui_server, write_f0_project  # noqa: F401 (CHROMIUM: for others)
 
-CHROMIUM = os.environ.get("DIFFSVC_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).parent / "artifacts" / "ui"
 SR = 44100
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 LONG = 300_000  # ms: a conversion or a training start on a busy 2-core machine (a timeout, not a measure)
 
 pytestmark = pytest.mark.slow
@@ -64,27 +59,10 @@ def server(workspace):
 
 @pytest.fixture(scope="module")
 def page(server):
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} not found: install the system's Chromium (make browser does: apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    outside: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-        pg.on("request", lambda r: None if r.url.startswith((server, "data:", "blob:")) else outside.append(r.url))
-        console = open(ARTIFACTS / "console.log", "w", encoding="utf-8")  # the page's own messages, for a person
-        pg.on("console", lambda m: console.write(f"{time.strftime('%H:%M:%S')} {m.type}: {m.text}\n"))
-        pg.set_default_timeout(30_000)
-        pg.goto(server)
-        pg.get_by_role("tab", name="Convert").wait_for()
-        pg.outside_requests = outside
-        try:
-            yield pg
-        finally:
-            browser.close()
-            console.close()
+    # the page's own console messages go to artifacts/ui/console.log, for a person
+    with browser_page(server, console_log=ARTIFACTS / "console.log") as pg:
+        yield pg
 
 
 def shot(page, name: str) -> None:
@@ -274,13 +252,9 @@ def test_evaluate_the_checkpoints(page, workspace):
 def test_a_multi_singer_project_offers_its_singers_and_a_blend(page, workspace):
     """Last (it changes the project): the singer picker shows only for a multi-singer project, a bad
     blend is infer's own line, and a blend reaches `diffsvc infer --speaker` (the output names it)."""
-    def choose(field, value):
-        page.locator(f"{field} input").click()
-        page.get_by_role("option", name=value, exact=True).click()
-
     page.get_by_role("tab", name="Convert").click()
     assert not page.locator("#singer").is_visible() and not page.locator("#blend").is_visible()
-    choose("#project", "zduo")
+    choose(page, "#project", "zduo")
     page.locator("#singer").wait_for()
     assert page.locator("#singer input").input_value() == "alto"
     page.locator("#singer input").click()
@@ -304,6 +278,6 @@ def test_a_multi_singer_project_offers_its_singers_and_a_blend(page, workspace):
     assert out.name == "phrase_zduo_alto70-tenor30_steps_1000.wav"
     assert sf.info(out).frames == sf.info(workspace / "songs" / "phrase.wav").frames
     shot(page, "09-singers")
-    choose("#project", "singer")
+    choose(page, "#project", "singer")
     page.locator("#singer").wait_for(state="hidden")
     assert not page.locator("#blend").is_visible()

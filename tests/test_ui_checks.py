@@ -19,8 +19,8 @@ import soundfile as sf
 from audio_synth import synth_voice
 from infer_fixture import write_project
 from prepared_fixture import write_prepared
-from test_ui_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, LONG, SR, shot, upload
-from ui_fixture import ui_server, write_f0_project
+from test_ui_browser import ARTIFACTS, LONG, SR, shot, upload
+from ui_fixture import browser_page, choose, ui_server, write_f0_project
 
 pytestmark = pytest.mark.slow
 
@@ -47,26 +47,9 @@ def workspace(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def page(workspace):
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} not found: install the system's Chromium (make browser does: apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with ui_server(workspace) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-            pg.set_default_timeout(30_000)
-            pg.goto(url)
-            pg.get_by_role("tab", name="Convert").wait_for()
-            yield pg
-        finally:
-            browser.close()
-
-
-def choose(page, field: str, value: str) -> None:
-    page.locator(f"{field} input").click()
-    page.get_by_role("option", name=value, exact=True).click()
+    with ui_server(workspace) as url, browser_page(url) as pg:
+        yield pg
 
 
 def jobs(workspace: Path, kind: str) -> list[Path]:

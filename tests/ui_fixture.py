@@ -130,3 +130,41 @@ def ui_server(root: Path, *, start_timeout_s: float = 120.0, env: dict | None = 
                 pid = json.loads(job.read_text()).get("pid")
                 if pid:
                     kill_group(pid)  # background jobs lead their own groups
+
+
+CHROMIUM = os.environ.get("DIFFSVC_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@contextlib.contextmanager
+def browser_page(url: str, *, timeout_ms: int = 30_000, console_log: Path | None = None):
+    """The system's Chromium (headless, playwright) on the page at `url`, its Convert tab loaded.
+    `page.outside_requests` lists every request that left the page's own server (the page must
+    fetch nothing from elsewhere); `console_log`: the page's console messages are written there.
+    RuntimeError when Chromium is missing (`make browser` installs it)."""
+    if not Path(CHROMIUM).exists():
+        raise RuntimeError(f"{CHROMIUM} not found: install the system's Chromium (make browser does: "
+                           "apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    outside: list[str] = []
+    with sync_playwright() as p, contextlib.ExitStack() as stack:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        stack.callback(browser.close)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.on("request", lambda r: None if r.url.startswith((url, "data:", "blob:")) else outside.append(r.url))
+        if console_log is not None:
+            console = stack.enter_context(open(console_log, "w", encoding="utf-8"))
+            page.on("console", lambda m: console.write(f"{time.strftime('%H:%M:%S')} {m.type}: {m.text}\n"))
+        page.set_default_timeout(timeout_ms)
+        page.outside_requests = outside
+        page.goto(url)
+        page.get_by_role("tab", name="Convert").wait_for()
+        yield page
+
+
+def choose(page, field: str, value: str) -> None:
+    """Pick `value` in the dropdown `field` (a CSS selector of its block)."""
+    page.locator(f"{field} input").click()
+    page.get_by_role("option", name=value, exact=True).click()
