@@ -62,6 +62,8 @@ VALID_LENGTHS = (50, 64, 72, 90)
 RECIPES = {  # the training recipe of the teacher (and so of its student): README "The training recipe"
     "original": dict(ema_decay=0.0, loss_weighting="none", prediction="eps"),
     "ours": dict(ema_decay=0.999, loss_weighting="clamped-snr", min_snr_gamma=5.0, prediction="x0"),
+    # an eps teacher (as every original checkpoint) with our recipe's EMA and weights: a better-trained eps model
+    "eps-ema": dict(ema_decay=0.999, loss_weighting="clamped-snr", min_snr_gamma=5.0, prediction="eps"),
 }
 
 
