@@ -65,3 +65,18 @@ def write_project(root: str | Path, name: str = "singer", steps=(1000,), *, voco
         stats = {"f0_median_hz": f0_median_hz, "f0_log2_mean": float(torch.log2(torch.tensor(f0_median_hz)))}
         (folder / "data_stats.json").write_text(json.dumps(stats), encoding="utf-8")
     return folder
+
+
+def eval_settings_of_a_tone(root: Path, name: str, **project) -> dict:
+    """Write project `name` in `root` (the current folder: write_project's keywords), a 1 s 220 Hz
+    tone as song.wav, run `diffsvc eval` on it and return eval.json's `settings`."""
+    import numpy as np
+    import soundfile as sf
+
+    from diffsvc.cli.main import main
+
+    write_project(root, name, **project)
+    t = np.arange(44100) / 44100
+    sf.write(root / "song.wav", (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 44100)
+    assert main(["eval", "--project", name, "--device", "cpu", "--seed", "1", "song.wav"]) == 0
+    return json.loads((root / "models" / name / "eval.json").read_text())["settings"]

@@ -146,21 +146,11 @@ def test_silent_song_is_scored_without_errors(work, capsys):
 
 def test_eval_report_names_the_cpu_runtime_it_ran(tmp_path, monkeypatch):
     """`auto` picks bf16, onnxruntime or torch by machine: the report says which ran."""
-    import json
-
-    import numpy as np
-    import soundfile as sf
-
-    from diffsvc.cli.main import main
     from diffsvc.cpu_runtime import resolve_cpu_runtime
-    from infer_fixture import write_project
+    from infer_fixture import eval_settings_of_a_tone
 
     monkeypatch.chdir(tmp_path)
-    write_project(tmp_path, "nsf", vocoder="nsf-hifigan")
-    t = np.arange(44100) / 44100
-    sf.write(tmp_path / "song.wav", (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 44100)
-    assert main(["eval", "--project", "nsf", "--device", "cpu", "--seed", "1", "song.wav"]) == 0
-    settings = json.loads((tmp_path / "models" / "nsf" / "eval.json").read_text())["settings"]
+    settings = eval_settings_of_a_tone(tmp_path, "nsf", vocoder="nsf-hifigan")
     assert settings["cpu_runtime"] == resolve_cpu_runtime("auto", "cpu")
 
 

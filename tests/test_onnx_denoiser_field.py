@@ -7,13 +7,10 @@ fallback. Tiny models, one thread."""
 from __future__ import annotations
 
 import gc
-import json
 import sys
 import weakref
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from audio_synth import synth_voice
@@ -112,23 +109,17 @@ def test_the_session_goes_with_its_backbone_without_a_gc_pass(name):
 
 
 def test_eval_json_names_the_denoiser_runtime_that_ran(tmp_path, monkeypatch):
-    """eval.json's `denoiser_runtime` is recomputed from the setting, not read from the converter:
-    where the backbone does not export (one log line, the torch path) the report still says
-    onnxruntime."""
-    from diffsvc.cli.main import main
+    """eval.json's `denoiser_runtime` is the one that ran: where the backbone does not export (one
+    log line, the torch path) the report said onnxruntime (it was recomputed from the setting)."""
     from diffsvc.model.backbones import DiffNet
-    from infer_fixture import write_project
+    from infer_fixture import eval_settings_of_a_tone
 
     forward = DiffNet.forward
     # an op ONNX (opset 17) cannot express, numbers unchanged (i0(0) = 1): as test_onnx_denoiser's _NoExport
     monkeypatch.setattr(DiffNet, "forward", lambda self, *a, **k: torch.special.i0(forward(self, *a, **k) * 0)
                         * forward(self, *a, **k))
     monkeypatch.chdir(tmp_path)
-    write_project(tmp_path, "singer", cpu_runtime="onnxruntime")
-    t = np.arange(44100) / 44100
-    sf.write(tmp_path / "song.wav", (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 44100)
-    assert main(["eval", "--project", "singer", "--device", "cpu", "--seed", "1", "song.wav"]) == 0
-    settings = json.loads((tmp_path / "models" / "singer" / "eval.json").read_text())["settings"]
+    settings = eval_settings_of_a_tone(tmp_path, "singer", cpu_runtime="onnxruntime")
     assert settings["denoiser_runtime"] == "torch"
 
 

@@ -436,12 +436,14 @@ class SongConverter:
             calls = self.denoiser_calls()
             total_calls = calls * sum(-(-sum(len(windows[i]) for i in g) // batch_size) for g in groups)
             generator = torch.Generator(device=self.device).manual_seed(int(seed))
+            with self.timer("sampling"):  # building an ONNX Runtime session the first time counts as sampling
+                denoiser = self._denoiser()  # once per conversion: the weights do not change within one
             # two bars while the stages interleave: denoiser steps, and stretches converted and written
             with _progress(total_calls, "sampling", self.settings.progress, position=0) as bar, \
                     _progress(len(voiced), "converted", self.settings.progress, "stretch", position=1) as done:
                 for group in groups:
                     items = [self._condition(wav, voiced[i], f0_src, shift, windows[i]) for i in group]
-                    mels = self._sample_group(items, batch_size, sampler, generator, seed, bar.update)
+                    mels = self._sample_group(items, batch_size, sampler, generator, seed, bar.update, denoiser)
                     for item, mel in zip(items, mels):
                         (a, b), ra = frames_of(item.stretch, self.hop), item.frames[0]
                         if keep_mels:
@@ -516,7 +518,7 @@ class SongConverter:
         return torch.cat(blocks, dim=1)[None, :, offset:offset + b - a]
 
     def _sample_group(self, items: list[StretchInput], batch_size: int, sampler, generator, seed: int,
-                      progress) -> list[torch.Tensor]:
+                      progress, denoiser=None) -> list[torch.Tensor]:
         """Sample every window of the group's stretches, longest first in batches; join per stretch."""
         with self.timer("sampling"):
             pairs = [(k, w) for k, it in enumerate(items) for w in it.windows]  # (item, window)
@@ -526,7 +528,7 @@ class SongConverter:
             for start in range(0, len(order), batch_size):
                 batch = order[start:start + batch_size]
                 out = self._sample_batch([(pairs[j][1], items[pairs[j][0]], noises[pairs[j][0]]) for j in batch],
-                                         sampler, generator, progress)
+                                         sampler, generator, progress, denoiser)
                 results.update(zip(batch, out))
             joined = []
             for k, it in enumerate(items):
@@ -534,7 +536,8 @@ class SongConverter:
                 joined.append(join_windows(parts, it.frames[1] - it.frames[0]))
             return joined
 
-    def _sample_batch(self, batch: list[tuple[Window, StretchInput, torch.Tensor]], sampler, generator, progress):
+    def _sample_batch(self, batch: list[tuple[Window, StretchInput, torch.Tensor]], sampler, generator, progress,
+                      denoiser=None):
         dev = self.device
         # padded up to a multiple of LENGTH_BUCKET frames (masked, so exact): the denoiser then sees
         # few distinct shapes, and oneDNN's per-shape primitive cache stays small on the CPU
@@ -553,7 +556,6 @@ class SongConverter:
             ref.append(torch.nn.functional.pad(it.mel_in[w.lo:w.hi], (0, 0, 0, pad)))
         th = max(u.shape[0] for u in units)
         units_b = torch.stack([torch.nn.functional.pad(u, (0, 0, 0, th - u.shape[0])) for u in units]).to(dev)
-        denoiser = self._denoiser()
         with autocast_for(self.denoiser_runtime):  # bf16: the denoiser's convolutions (the sampler's sums stay fp32)
             out = self.model.sample(
                 units_b, torch.stack(mel2ph).to(dev), torch.stack(f0).to(dev), sampler,
